@@ -1,0 +1,37 @@
+# Locates wolfpack's Debian 12 build dependencies and defines imported targets.
+# Every missing dependency fails configure with the Debian package that provides it.
+find_package(PkgConfig)
+
+function(wp_require_lib var header lib pkg)
+  find_path(${var}_INCLUDE_DIR ${header} PATH_SUFFIXES postgresql)
+  find_library(${var}_LIBRARY NAMES ${lib})
+  if(NOT ${var}_INCLUDE_DIR OR NOT ${var}_LIBRARY)
+    message(FATAL_ERROR "wolfpack: missing ${header} / lib${lib}: install the Debian package '${pkg}' (apt-get install ${pkg})")
+  endif()
+  add_library(wp::${lib} UNKNOWN IMPORTED GLOBAL)
+  set_target_properties(wp::${lib} PROPERTIES IMPORTED_LOCATION "${${var}_LIBRARY}"
+    INTERFACE_INCLUDE_DIRECTORIES "${${var}_INCLUDE_DIR}")
+endfunction()
+
+wp_require_lib(WP_UV uv.h uv libuv1-dev)
+wp_require_lib(WP_WSLAY wslay/wslay.h wslay libwslay-dev)
+wp_require_lib(WP_PQ libpq-fe.h pq libpq-dev)
+wp_require_lib(WP_CJSON cjson/cJSON.h cjson libcjson-dev)
+wp_require_lib(WP_CURL curl/curl.h curl libcurl4-openssl-dev)
+wp_require_lib(WP_MBEDTLS mbedtls/ssl.h mbedtls libmbedtls-dev)
+wp_require_lib(WP_MBEDX509 mbedtls/x509_crt.h mbedx509 libmbedtls-dev)
+wp_require_lib(WP_MBEDCRYPTO mbedtls/sha256.h mbedcrypto libmbedtls-dev)
+
+# llhttp: Debian's node-llhttp ships the generated C sources; compile them into their
+# own static target without the project's warning flags (generated third-party code).
+set(WP_LLHTTP_SRC_DIR "/usr/share/llhttp" CACHE PATH "llhttp C sources (node-llhttp)")
+set(WP_LLHTTP_INC_DIR "/usr/share/include/llhttp" CACHE PATH "llhttp header (node-llhttp)")
+if(NOT EXISTS "${WP_LLHTTP_SRC_DIR}/llhttp.c" OR NOT EXISTS "${WP_LLHTTP_INC_DIR}/llhttp.h")
+  message(FATAL_ERROR "wolfpack: llhttp sources not found in ${WP_LLHTTP_SRC_DIR}: install the Debian package 'node-llhttp' (apt-get install node-llhttp)")
+endif()
+add_library(wp_llhttp STATIC ${WP_LLHTTP_SRC_DIR}/llhttp.c ${WP_LLHTTP_SRC_DIR}/api.c ${WP_LLHTTP_SRC_DIR}/http.c)
+target_include_directories(wp_llhttp PUBLIC ${WP_LLHTTP_INC_DIR})
+set_target_properties(wp_llhttp PROPERTIES POSITION_INDEPENDENT_CODE ON)
+target_compile_options(wp_llhttp PRIVATE -w)
+
+find_package(Threads REQUIRED)

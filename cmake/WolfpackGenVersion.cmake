@@ -1,0 +1,30 @@
+# Script mode: writes wp_version.h only when its content changes.
+execute_process(COMMAND git -C "${SRC}" rev-parse HEAD OUTPUT_VARIABLE WP_GIT_COMMIT
+                OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR WP_GIT_COMMIT STREQUAL "")
+  set(WP_GIT_COMMIT "unknown")
+endif()
+execute_process(COMMAND git -C "${SRC}" status --porcelain --untracked-files=no
+                OUTPUT_VARIABLE dirty OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+if(NOT dirty STREQUAL "")
+  set(WP_GIT_DIRTY 1)
+else()
+  set(WP_GIT_DIRTY 0)
+endif()
+# Honours SOURCE_DATE_EPOCH (reproducible builds) through string(TIMESTAMP).
+string(TIMESTAMP WP_BUILD_TIME "%Y-%m-%dT%H:%M:%SZ" UTC)
+set(WP_VERSION "${VERSION}")
+configure_file(${IN} ${OUT}.tmp @ONLY)
+# Only the commit/dirty/version matter for rebuilds; keep the old file (and time) if same.
+file(READ ${OUT}.tmp new)
+string(REGEX REPLACE "#define WP_BUILD_TIME[^\n]*\n" "" new_cmp "${new}")
+set(old_cmp "")
+if(EXISTS ${OUT})
+  file(READ ${OUT} old)
+  string(REGEX REPLACE "#define WP_BUILD_TIME[^\n]*\n" "" old_cmp "${old}")
+endif()
+if(NOT new_cmp STREQUAL old_cmp)
+  file(RENAME ${OUT}.tmp ${OUT})
+else()
+  file(REMOVE ${OUT}.tmp)
+endif()

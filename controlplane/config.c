@@ -1,0 +1,1 @@
+/* config.c — wolfpackd configuration (written next). */

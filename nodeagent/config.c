@@ -1,0 +1,1 @@
+/* config.c — wolfpack-agent configuration (written next). */

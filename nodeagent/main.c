@@ -1,0 +1,5 @@
+/* placeholder: replaced below in this session */
+int main(void)
+{
+    return 0;
+}
