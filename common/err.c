@@ -1,6 +1,8 @@
 /*
  * err.c — strings for the WP_ERR_* codes declared in err.h.
  */
+#include <stddef.h>
+
 #include "err.h"
 
 struct wp_err_desc {
