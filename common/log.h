@@ -89,4 +89,10 @@ void wp_log_fields(int level, const char *msg, const wp_log_field *fields, size_
 #define wp_log_warn(msg, ...) wp_log(WP_LOG_WARN, msg, ##__VA_ARGS__)
 #define wp_log_error(msg, ...) wp_log(WP_LOG_ERROR, msg, ##__VA_ARGS__)
 
+/*
+ * TEST ONLY: replaces the clock used for the "ts" field (milliseconds since the
+ * Unix epoch). NULL restores the real clock (CLOCK_REALTIME). Not for production use.
+ */
+void wp_log_set_clock(long long (*now_ms)(void));
+
 #endif

@@ -1,1 +1,127 @@
-/* config.c — wolfpackd configuration (written next). */
+/*
+ * config.c — wolfpackd flags and WOLFPACK_* environment variables (see config.h).
+ */
+#include "config.h"
+
+#include <string.h>
+
+#include "err.h"
+#include "log.h"
+
+struct cp_config_raw {
+    const char *log_format;
+    const char *log_level;
+    int help;
+    int version;
+};
+
+static size_t cp_config_table(cp_config *cfg, struct cp_config_raw *raw, wp_opt *t, size_t cap)
+{
+    const wp_opt opts[] = {
+        {"listen", 'l', WP_OPT_STRING, &cfg->listen, "WOLFPACK_LISTEN", "ADDR",
+         "address to serve the API, tunnel and dashboard on", CP_DEFAULT_LISTEN, 0, 0},
+        {"state-dir", 'd', WP_OPT_STRING, &cfg->state_dir, "WOLFPACK_STATE_DIR", "DIR",
+         "state directory: generated CA and certificates, tokens, embedded database",
+         CP_DEFAULT_STATE_DIR, 0, 0},
+        {"tls-cert", 0, WP_OPT_STRING, &cfg->tls_cert, "WOLFPACK_TLS_CERT", "FILE",
+         "server certificate chain (PEM); reloaded on SIGHUP", "generated in DIR/tls", 0, 0},
+        {"tls-key", 0, WP_OPT_STRING, &cfg->tls_key, "WOLFPACK_TLS_KEY", "FILE",
+         "private key for --tls-cert (PEM); reloaded on SIGHUP", NULL, 0, 0},
+        {"tls-san", 0, WP_OPT_LIST, &cfg->tls_sans, "WOLFPACK_TLS_SANS", "NAME",
+         "extra DNS name or IP for the generated server certificate", NULL, 0, 0},
+        {"no-tls", 0, WP_OPT_BOOL, &cfg->no_tls, "WOLFPACK_NO_TLS", NULL,
+         "serve plain HTTP (only behind a TLS-terminating ingress)", NULL, 0, 0},
+        {"max-connections", 0, WP_OPT_INT, &cfg->max_connections, "WOLFPACK_MAX_CONNECTIONS",
+         "N", "most concurrent client connections", "4096", 1, 1000000},
+        {"max-handshakes", 0, WP_OPT_INT, &cfg->max_handshakes, "WOLFPACK_MAX_HANDSHAKES", "N",
+         "most concurrent TLS handshakes (the rest wait)", "64", 1, 100000},
+        {"http-header-timeout", 0, WP_OPT_INT, &cfg->header_timeout_s,
+         "WOLFPACK_HTTP_HEADER_TIMEOUT", "SECONDS",
+         "a request's headers must arrive within this (slowloris guard)", "10", 1, 3600},
+        {"http-idle-timeout", 0, WP_OPT_INT, &cfg->idle_timeout_s, "WOLFPACK_HTTP_IDLE_TIMEOUT",
+         "SECONDS", "close keep-alive connections idle this long", "60", 1, 86400},
+        {"log-format", 0, WP_OPT_STRING, &raw->log_format, "WOLFPACK_LOG_FORMAT", "FMT",
+         "logfmt or json", "logfmt", 0, 0},
+        {"log-level", 0, WP_OPT_STRING, &raw->log_level, "WOLFPACK_LOG_LEVEL", "LEVEL",
+         "debug, info, warn or error", "info", 0, 0},
+        {"help", 'h', WP_OPT_BOOL, &raw->help, NULL, NULL, "show this help and exit", NULL, 0, 0},
+        {"version", 'V', WP_OPT_BOOL, &raw->version, NULL, NULL, "show version and exit", NULL, 0,
+         0},
+    };
+    size_t n = sizeof(opts) / sizeof(opts[0]);
+    if (n > cap)
+        n = cap;
+    memcpy(t, opts, n * sizeof(opts[0]));
+    return n;
+}
+
+int cp_config_parse(cp_config *cfg, int argc, char **argv, wp_opts_getenv_fn getenv_fn, char *err,
+                    size_t cap)
+{
+    struct cp_config_raw raw = {0};
+    wp_opt table[32];
+    const char *pos[4];
+    size_t npos = 0;
+    int rc;
+
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->listen = CP_DEFAULT_LISTEN;
+    cfg->state_dir = CP_DEFAULT_STATE_DIR;
+    cfg->log_format = WP_LOG_FMT_LOGFMT;
+    cfg->log_level = WP_LOG_INFO;
+    cfg->max_connections = 4096;
+    cfg->max_handshakes = 64;
+    cfg->header_timeout_s = 10;
+    cfg->idle_timeout_s = 60;
+
+    size_t n = cp_config_table(cfg, &raw, table, sizeof(table) / sizeof(table[0]));
+    rc = wp_opts_parse(table, n, argc, argv, 1, getenv_fn, pos, 4, &npos, err, cap);
+    if (rc != 0)
+        return rc;
+    if (raw.help) {
+        cfg->command = CP_CMD_HELP;
+        return 0;
+    }
+    if (raw.version) {
+        cfg->command = CP_CMD_VERSION;
+        return 0;
+    }
+    if (npos > 0) {
+        snprintf(err, cap, "unknown command '%.64s' (see --help)", pos[0]);
+        return WP_ERR_INVAL;
+    }
+    if (raw.log_format && wp_log_format_parse(raw.log_format, &cfg->log_format) != 0) {
+        snprintf(err, cap, "--log-format: expected logfmt or json");
+        return WP_ERR_INVAL;
+    }
+    if (raw.log_level && wp_log_level_parse(raw.log_level, &cfg->log_level) != 0) {
+        snprintf(err, cap, "--log-level: expected debug, info, warn or error");
+        return WP_ERR_INVAL;
+    }
+    if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
+        snprintf(err, cap, "--tls-cert and --tls-key must be given together");
+        return WP_ERR_INVAL;
+    }
+    if (cfg->no_tls && cfg->tls_cert) {
+        snprintf(err, cap, "--no-tls conflicts with --tls-cert/--tls-key");
+        return WP_ERR_INVAL;
+    }
+    cfg->command = CP_CMD_SERVE;
+    return 0;
+}
+
+void cp_config_free(cp_config *cfg)
+{
+    wp_strlist_free(&cfg->tls_sans);
+}
+
+void cp_config_usage(FILE *out)
+{
+    cp_config cfg;
+    struct cp_config_raw raw;
+    wp_opt table[32];
+    memset(&cfg, 0, sizeof(cfg));
+    memset(&raw, 0, sizeof(raw));
+    size_t n = cp_config_table(&cfg, &raw, table, sizeof(table) / sizeof(table[0]));
+    wp_opts_usage(out, table, n);
+}

@@ -1,1 +1,323 @@
-/* config.c — wolfpack-agent configuration (written next). */
+/*
+ * config.c — wolfpack-agent flags, env vars and their validation (see config.h).
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "err.h"
+#include "log.h"
+
+/* Default allow-list (DESIGN.md §4); --service entries with the same name replace these. */
+static const char *const na_default_services[] = {
+    "wolf=unix:/var/run/wolf/wolf.sock",
+    "moonlight=tcp:127.0.0.1:8080",
+    "wolf-http=tcp:127.0.0.1:47989",
+};
+
+struct na_config_raw {
+    const char *node_id;
+    const char *ca_pin;
+    const char *log_format;
+    const char *log_level;
+    int help;
+    int version;
+};
+
+static size_t na_config_table(na_config *cfg, struct na_config_raw *raw, wp_opt *t, size_t cap)
+{
+    const wp_opt opts[] = {
+        {"url", 'u', WP_OPT_STRING, &cfg->url, "WOLFPACK_URL", "URL",
+         "control plane to dial, wss://host:port", NULL, 0, 0},
+        {"token", 't', WP_OPT_STRING, &cfg->token, "WOLFPACK_TOKEN", "TOKEN",
+         "agent join token (prefer --token-file: flags are visible in ps)", NULL, 0, 0},
+        {"token-file", 0, WP_OPT_STRING, &cfg->token_file, "WOLFPACK_TOKEN_FILE", "FILE",
+         "read the agent token from FILE", NULL, 0, 0},
+        {"node-id", 'n', WP_OPT_STRING, &raw->node_id, "WOLFPACK_NODE_ID", "ID",
+         "this node's id, [a-z0-9][a-z0-9-]{0,62}", "host name", 0, 0},
+        {"ca-file", 0, WP_OPT_STRING, &cfg->ca_file, "WOLFPACK_CA_FILE", "FILE",
+         "CA bundle to verify the control plane with", "system CAs", 0, 0},
+        {"ca-pin", 0, WP_OPT_STRING, &raw->ca_pin, "WOLFPACK_CA_PIN", "sha256:HEX",
+         "trust the control plane whose CA (or certificate) has this SPKI SHA-256", NULL, 0, 0},
+        {"insecure-skip-verify", 0, WP_OPT_BOOL, &cfg->insecure_skip_verify,
+         "WOLFPACK_INSECURE_SKIP_VERIFY", NULL,
+         "do not verify the control plane at all (DANGEROUS: testing only)", NULL, 0, 0},
+        {"service", 's', WP_OPT_LIST, &cfg->raw_services, "WOLFPACK_SERVICES", "NAME=SPEC",
+         "allow-listed local service, NAME=unix:/path or NAME=tcp:host:port",
+         "wolf=unix:/var/run/wolf/wolf.sock, moonlight=tcp:127.0.0.1:8080, "
+         "wolf-http=tcp:127.0.0.1:47989",
+         0, 0},
+        {"label", 'L', WP_OPT_LIST, &cfg->raw_labels, "WOLFPACK_LABELS", "K=V",
+         "node label used by the scheduler's selectors", NULL, 0, 0},
+        {"max-sessions", 'm', WP_OPT_INT, &cfg->max_sessions, "WOLFPACK_MAX_SESSIONS", "N",
+         "most streaming sessions this node accepts", "4", 1, 1000},
+        {"sysfs-root", 0, WP_OPT_STRING, &cfg->sysfs_root, "WOLFPACK_SYSFS_ROOT", "DIR",
+         "root of the sysfs tree read for GPU inventory", "/sys", 0, 0},
+        {"nvml-lib", 0, WP_OPT_STRING, &cfg->nvml_lib, "WOLFPACK_NVML_LIB", "PATH",
+         "NVML library loaded at run time", "libnvidia-ml.so.1", 0, 0},
+        {"wolf-restart-cmd", 0, WP_OPT_STRING, &cfg->wolf_restart_cmd,
+         "WOLFPACK_WOLF_RESTART_CMD", "CMD", "command run when Wolf stays unhealthy", "none", 0,
+         0},
+        {"status-listen", 0, WP_OPT_STRING, &cfg->status_listen, "WOLFPACK_STATUS_LISTEN",
+         "ADDR", "local /healthz /readyz /metrics endpoint, or 'none'", NA_DEFAULT_STATUS_LISTEN,
+         0, 0},
+        {"log-format", 0, WP_OPT_STRING, &raw->log_format, "WOLFPACK_LOG_FORMAT", "FMT",
+         "logfmt or json", "logfmt", 0, 0},
+        {"log-level", 0, WP_OPT_STRING, &raw->log_level, "WOLFPACK_LOG_LEVEL", "LEVEL",
+         "debug, info, warn or error", "info", 0, 0},
+        {"help", 'h', WP_OPT_BOOL, &raw->help, NULL, NULL, "show this help and exit", NULL, 0, 0},
+        {"version", 'V', WP_OPT_BOOL, &raw->version, NULL, NULL, "show version and exit", NULL, 0,
+         0},
+    };
+    size_t n = sizeof(opts) / sizeof(opts[0]);
+    if (n > cap)
+        n = cap;
+    memcpy(t, opts, n * sizeof(opts[0]));
+    return n;
+}
+
+int na_node_id_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > NA_NODE_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && i > 0);
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static int na_name_valid(const char *s, size_t len)
+{
+    if (len == 0 || len >= sizeof(((na_service *)0)->name))
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+int na_service_parse(const char *spec, na_service *out, char *err, size_t cap)
+{
+    const char *eq = strchr(spec, '=');
+    memset(out, 0, sizeof(*out));
+    if (!eq || !na_name_valid(spec, (size_t)(eq - spec))) {
+        snprintf(err, cap, "--service %.80s: expected NAME=unix:/path or NAME=tcp:host:port",
+                 spec);
+        return WP_ERR_INVAL;
+    }
+    memcpy(out->name, spec, (size_t)(eq - spec));
+    const char *v = eq + 1;
+    if (strncmp(v, "unix:", 5) == 0) {
+        const char *path = v + 5;
+        if (path[0] != '/' || strlen(path) >= sizeof(out->target) || strlen(path) > 107) {
+            snprintf(err, cap, "--service %s: unix socket path must be absolute and short",
+                     out->name);
+            return WP_ERR_INVAL;
+        }
+        out->kind = NA_SVC_UNIX;
+        snprintf(out->target, sizeof(out->target), "%s", path);
+        return 0;
+    }
+    if (strncmp(v, "tcp:", 4) == 0) {
+        out->kind = NA_SVC_TCP;
+        if (wp_hostport_split(v + 4, out->target, sizeof(out->target), &out->port) != 0 ||
+            out->port <= 0) {
+            snprintf(err, cap, "--service %s: expected tcp:host:port", out->name);
+            return WP_ERR_INVAL;
+        }
+        return 0;
+    }
+    snprintf(err, cap, "--service %s: unknown kind (expected unix: or tcp:)", out->name);
+    return WP_ERR_INVAL;
+}
+
+static int na_config_add_service(na_config *cfg, const char *spec, char *err, size_t cap)
+{
+    na_service svc;
+    int rc = na_service_parse(spec, &svc, err, cap);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        if (strcmp(cfg->services[i].name, svc.name) == 0) {
+            cfg->services[i] = svc; /* later definitions replace earlier ones */
+            return 0;
+        }
+    }
+    if (cfg->nservices >= NA_MAX_SERVICES) {
+        snprintf(err, cap, "too many services (at most %d)", NA_MAX_SERVICES);
+        return WP_ERR_INVAL;
+    }
+    cfg->services[cfg->nservices++] = svc;
+    return 0;
+}
+
+static int na_config_add_label(na_config *cfg, const char *kv, char *err, size_t cap)
+{
+    const char *eq = strchr(kv, '=');
+    size_t klen = eq ? (size_t)(eq - kv) : 0;
+    if (!eq || klen == 0 || klen >= sizeof(cfg->labels[0].key) ||
+        strlen(eq + 1) >= sizeof(cfg->labels[0].value)) {
+        snprintf(err, cap, "--label %.80s: expected key=value (key < 64, value < 128 bytes)", kv);
+        return WP_ERR_INVAL;
+    }
+    for (size_t i = 0; i < klen; i++) {
+        char c = kv[i];
+        if (!(isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.' || c == '/')) {
+            snprintf(err, cap, "--label %.80s: key may hold only [A-Za-z0-9._/-]", kv);
+            return WP_ERR_INVAL;
+        }
+    }
+    for (const char *p = eq + 1; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            snprintf(err, cap, "--label %.*s: value holds a control character", (int)klen, kv);
+            return WP_ERR_INVAL;
+        }
+    }
+    if (cfg->nlabels >= NA_MAX_LABELS) {
+        snprintf(err, cap, "too many labels (at most %d)", NA_MAX_LABELS);
+        return WP_ERR_INVAL;
+    }
+    na_label *l = &cfg->labels[cfg->nlabels++];
+    memcpy(l->key, kv, klen);
+    l->key[klen] = '\0';
+    snprintf(l->value, sizeof(l->value), "%s", eq + 1);
+    return 0;
+}
+
+int na_config_parse(na_config *cfg, int argc, char **argv, wp_opts_getenv_fn getenv_fn, char *err,
+                    size_t cap)
+{
+    struct na_config_raw raw = {0};
+    wp_opt table[40];
+    const char *pos[4];
+    size_t npos = 0;
+    int rc;
+
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->max_sessions = 4;
+    cfg->status_listen = NA_DEFAULT_STATUS_LISTEN;
+    cfg->sysfs_root = "/sys";
+    cfg->nvml_lib = "libnvidia-ml.so.1";
+    cfg->log_format = WP_LOG_FMT_LOGFMT;
+    cfg->log_level = WP_LOG_INFO;
+
+    size_t n = na_config_table(cfg, &raw, table, sizeof(table) / sizeof(table[0]));
+    rc = wp_opts_parse(table, n, argc, argv, 1, getenv_fn, pos, 4, &npos, err, cap);
+    if (rc != 0)
+        return rc;
+    if (raw.help || (npos > 0 && strcmp(pos[0], "help") == 0)) {
+        cfg->command = NA_CMD_HELP;
+        return 0;
+    }
+    if (raw.version || (npos > 0 && strcmp(pos[0], "version") == 0)) {
+        cfg->command = NA_CMD_VERSION;
+        return 0;
+    }
+    cfg->command = NA_CMD_RUN;
+    if (npos > 0) {
+        if (strcmp(pos[0], "run") == 0) {
+            cfg->command = NA_CMD_RUN;
+        } else if (strcmp(pos[0], "probe") == 0) {
+            cfg->command = NA_CMD_PROBE;
+        } else {
+            snprintf(err, cap, "unknown command '%.64s' (see --help)", pos[0]);
+            return WP_ERR_INVAL;
+        }
+        if (npos > 1) {
+            snprintf(err, cap, "unexpected argument '%.64s' (see --help)", pos[1]);
+            return WP_ERR_INVAL;
+        }
+    }
+    if (raw.log_format && wp_log_format_parse(raw.log_format, &cfg->log_format) != 0) {
+        snprintf(err, cap, "--log-format: expected logfmt or json");
+        return WP_ERR_INVAL;
+    }
+    if (raw.log_level && wp_log_level_parse(raw.log_level, &cfg->log_level) != 0) {
+        snprintf(err, cap, "--log-level: expected debug, info, warn or error");
+        return WP_ERR_INVAL;
+    }
+    if (raw.node_id) {
+        if (!na_node_id_valid(raw.node_id)) {
+            snprintf(err, cap,
+                     "--node-id '%.80s' is invalid: use 1-63 of [a-z0-9-], starting with a "
+                     "letter or digit",
+                     raw.node_id);
+            return WP_ERR_INVAL;
+        }
+        snprintf(cfg->node_id, sizeof(cfg->node_id), "%s", raw.node_id);
+    } else {
+        char host[256] = {0};
+        if (gethostname(host, sizeof(host) - 1) != 0)
+            host[0] = '\0';
+        for (char *p = host; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        char *dot = strchr(host, '.');
+        if (dot)
+            *dot = '\0';
+        if (!na_node_id_valid(host)) {
+            snprintf(err, cap,
+                     "host name '%.80s' is not a valid node id: set --node-id ([a-z0-9][a-z0-9-]{0,62})",
+                     host);
+            return WP_ERR_INVAL;
+        }
+        snprintf(cfg->node_id, sizeof(cfg->node_id), "%s", host);
+    }
+    if (raw.ca_pin) {
+        if (wp_tls_pin_parse(raw.ca_pin, cfg->ca_pin) != 0) {
+            snprintf(err, cap, "--ca-pin: expected sha256:<64 hex digits>");
+            return WP_ERR_INVAL;
+        }
+        cfg->has_ca_pin = 1;
+    }
+    if (cfg->token && cfg->token_file) {
+        snprintf(err, cap, "--token and --token-file are mutually exclusive");
+        return WP_ERR_INVAL;
+    }
+    for (size_t i = 0; i < sizeof(na_default_services) / sizeof(na_default_services[0]); i++) {
+        rc = na_config_add_service(cfg, na_default_services[i], err, cap);
+        if (rc != 0)
+            return rc;
+    }
+    for (size_t i = 0; i < cfg->raw_services.n; i++) {
+        rc = na_config_add_service(cfg, cfg->raw_services.items[i], err, cap);
+        if (rc != 0)
+            return rc;
+    }
+    for (size_t i = 0; i < cfg->raw_labels.n; i++) {
+        rc = na_config_add_label(cfg, cfg->raw_labels.items[i], err, cap);
+        if (rc != 0)
+            return rc;
+    }
+    if (cfg->command == NA_CMD_RUN && cfg->url &&
+        strncmp(cfg->url, "wss://", 6) != 0 && strncmp(cfg->url, "https://", 8) != 0) {
+        snprintf(err, cap, "--url must start with wss:// (or https://)");
+        return WP_ERR_INVAL;
+    }
+    return 0;
+}
+
+void na_config_free(na_config *cfg)
+{
+    wp_strlist_free(&cfg->raw_services);
+    wp_strlist_free(&cfg->raw_labels);
+}
+
+void na_config_usage(FILE *out)
+{
+    na_config cfg;
+    struct na_config_raw raw;
+    wp_opt table[40];
+    memset(&cfg, 0, sizeof(cfg));
+    memset(&raw, 0, sizeof(raw));
+    size_t n = na_config_table(&cfg, &raw, table, sizeof(table) / sizeof(table[0]));
+    wp_opts_usage(out, table, n);
+}

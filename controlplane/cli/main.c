@@ -1,5 +1,207 @@
-/* placeholder: replaced below in this session */
-int main(void)
+/*
+ * main.c — the wolfpack CLI: admin and user commands over wolfpackd's REST API
+ * (libcurl; a one-shot command, so blocking transfers are fine here).
+ *
+ * This file holds the global flags, command dispatch and the commands that
+ * exist today (version). Resource commands (nodes, sessions, tokens, events)
+ * register in the same table as their API endpoints land.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include "buf.h"
+#include "err.h"
+#include "json.h"
+#include "opts.h"
+#include "version.h"
+
+#define WPC_MAX_RESPONSE (4 * 1024 * 1024)
+
+typedef struct wpc_config {
+    const char *server;
+    const char *token;
+    const char *token_file;
+    const char *ca_file;
+    int insecure;
+    long long timeout_s;
+    int help;
+    int version;
+} wpc_config;
+
+static size_t wpc_table(wpc_config *c, wp_opt *t, size_t cap)
 {
-    return 0;
+    const wp_opt opts[] = {
+        {"server", 's', WP_OPT_STRING, &c->server, "WOLFPACK_SERVER", "URL",
+         "control plane base URL, https://host:8443", NULL, 0, 0},
+        {"token", 't', WP_OPT_STRING, &c->token, "WOLFPACK_TOKEN", "TOKEN",
+         "API token (prefer --token-file or the env var: flags are visible in ps)", NULL, 0, 0},
+        {"token-file", 0, WP_OPT_STRING, &c->token_file, "WOLFPACK_TOKEN_FILE", "FILE",
+         "read the API token from FILE (e.g. <state-dir>/admin.token)", NULL, 0, 0},
+        {"ca-file", 0, WP_OPT_STRING, &c->ca_file, "WOLFPACK_CA_FILE", "FILE",
+         "CA to verify the server with (e.g. <state-dir>/tls/ca.crt)", "system CAs", 0, 0},
+        {"insecure-skip-verify", 'k', WP_OPT_BOOL, &c->insecure, NULL, NULL,
+         "do not verify the server certificate (DANGEROUS)", NULL, 0, 0},
+        {"timeout", 0, WP_OPT_INT, &c->timeout_s, "WOLFPACK_TIMEOUT", "SECONDS",
+         "give up on a request after this long", "30", 1, 3600},
+        {"help", 'h', WP_OPT_BOOL, &c->help, NULL, NULL, "show this help and exit", NULL, 0, 0},
+        {"version", 'V', WP_OPT_BOOL, &c->version, NULL, NULL, "show version and exit", NULL, 0,
+         0},
+    };
+    size_t n = sizeof(opts) / sizeof(opts[0]);
+    if (n > cap)
+        n = cap;
+    memcpy(t, opts, n * sizeof(opts[0]));
+    return n;
+}
+
+static void wpc_usage(FILE *out)
+{
+    wpc_config c;
+    wp_opt t[16];
+    memset(&c, 0, sizeof(c));
+    size_t n = wpc_table(&c, t, 16);
+    fprintf(out,
+            "Usage: wolfpack [flags] <command> [args]\n"
+            "\n"
+            "wolfpack is the command-line client of the wolfpack control plane (wolfpackd).\n"
+            "\n"
+            "Commands:\n"
+            "  version                      this client's version; with --server, also the "
+            "server's\n"
+            "  nodes list|get|drain|undrain|delete   GPU nodes and their health\n"
+            "  sessions list|get|create|delete       streaming sessions\n"
+            "  tokens list|create|revoke             API and agent tokens\n"
+            "  events list                           the audit trail\n"
+            "\n"
+            "Flags (each also settable through the environment variable shown):\n");
+    wp_opts_usage(out, t, n);
+    fprintf(out, "\n"
+                 "Exit status: 0 success, 1 the server refused or failed, 2 usage error,\n"
+                 "3 the server could not be reached.\n");
+}
+
+static size_t wpc_write_cb(char *p, size_t size, size_t nmemb, void *ud)
+{
+    wp_buf *b = ud;
+    size_t n = size * nmemb;
+    if (wp_buf_put(b, p, n) != 0)
+        return 0; /* over WPC_MAX_RESPONSE: abort the transfer */
+    return n;
+}
+
+/* GET path from the server into body. Returns HTTP status, or -1 with err set. */
+static long wpc_get(const wpc_config *c, const char *path, wp_buf *body, char *err, size_t cap)
+{
+    char url[2048];
+    char errbuf[CURL_ERROR_SIZE] = {0};
+    long status = -1;
+    size_t slen = strlen(c->server);
+    while (slen > 0 && c->server[slen - 1] == '/')
+        slen--;
+    if (snprintf(url, sizeof(url), "%.*s%s", (int)slen, c->server, path) >= (int)sizeof(url)) {
+        snprintf(err, cap, "server URL too long");
+        return -1;
+    }
+    CURL *h = curl_easy_init();
+    if (!h) {
+        snprintf(err, cap, "cannot initialize libcurl");
+        return -1;
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https,http");
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, wpc_write_cb);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)c->timeout_s);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (c->ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
+    if (c->insecure) {
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    CURLcode rc = curl_easy_perform(h);
+    if (rc != CURLE_OK) {
+        snprintf(err, cap, "%s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    } else {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    }
+    curl_easy_cleanup(h);
+    return status;
+}
+
+static int wpc_cmd_version(const wpc_config *c)
+{
+    wp_version_print("wolfpack");
+    if (!c->server)
+        return 0;
+    wp_buf body;
+    char err[512];
+    cJSON *doc = NULL;
+    wp_buf_init(&body, WPC_MAX_RESPONSE);
+    long status = wpc_get(c, "/version", &body, err, sizeof(err));
+    int rc = 0;
+    if (status < 0) {
+        fprintf(stderr, "wolfpack: %s\n", err);
+        rc = 3;
+    } else if (status != 200 || wp_json_parse((const char *)wp_buf_ptr(&body), wp_buf_len(&body),
+                                              WPC_MAX_RESPONSE, 16, &doc) != 0) {
+        fprintf(stderr, "wolfpack: server answered %ld to GET /version\n", status);
+        rc = 1;
+    } else {
+        const char *v = wp_json_get_str(doc, "version");
+        const char *commit = wp_json_get_str(doc, "commit");
+        const char *bt = wp_json_get_str(doc, "build_time");
+        printf("server %s (commit %s, built %s)\n", v ? v : "?", commit ? commit : "?",
+               bt ? bt : "?");
+    }
+    cJSON_Delete(doc);
+    wp_buf_free(&body);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    wpc_config c;
+    wp_opt t[16];
+    const char *pos[8];
+    size_t npos = 0;
+    char err[512];
+
+    memset(&c, 0, sizeof(c));
+    c.timeout_s = 30;
+    size_t n = wpc_table(&c, t, 16);
+    if (wp_opts_parse(t, n, argc, argv, 1, getenv, pos, 8, &npos, err, sizeof(err)) != 0) {
+        fprintf(stderr, "wolfpack: %s\n", err);
+        return 2;
+    }
+    if (c.help || (npos > 0 && strcmp(pos[0], "help") == 0)) {
+        wpc_usage(stdout);
+        return 0;
+    }
+    if (c.version || (npos > 0 && strcmp(pos[0], "version") == 0)) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+            fprintf(stderr, "wolfpack: cannot initialize libcurl\n");
+            return 3;
+        }
+        int rc = wpc_cmd_version(&c);
+        curl_global_cleanup();
+        return rc;
+    }
+    if (npos == 0) {
+        wpc_usage(stderr);
+        return 2;
+    }
+    if (strcmp(pos[0], "nodes") == 0 || strcmp(pos[0], "sessions") == 0 ||
+        strcmp(pos[0], "tokens") == 0 || strcmp(pos[0], "events") == 0) {
+        fprintf(stderr, "wolfpack: '%s' needs a control plane API this build does not have yet\n",
+                pos[0]);
+        return 2;
+    }
+    fprintf(stderr, "wolfpack: unknown command '%.64s' (see --help)\n", pos[0]);
+    return 2;
 }

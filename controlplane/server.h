@@ -1,0 +1,41 @@
+/*
+ * server.h — wolfpackd's HTTP front: the listener, its TLS configuration
+ * (generated on first run or loaded from files, reloaded on SIGHUP) and the
+ * routes served on the one port (/healthz, /readyz, /version; API resources
+ * register themselves here as they arrive).
+ */
+#ifndef CP_SERVER_H
+#define CP_SERVER_H
+
+#include <uv.h>
+
+#include "config.h"
+#include "http.h"
+#include "tls.h"
+
+typedef struct cp_server {
+    uv_loop_t *loop;
+    const cp_config *cfg;
+    wp_http_server *http;
+    char cert_file[4096]; /* PEM chain in use (empty with --no-tls) */
+    char key_file[4096];
+    char ca_file[4096]; /* generated CA (empty when certificates are given) */
+    char pin[80];       /* "sha256:<hex>" of the CA (or of the leaf when given) */
+    char bound[128];    /* actual listen address */
+    void (*on_closed)(struct cp_server *s);
+} cp_server;
+
+/*
+ * Prepares TLS material (generating it into <state-dir>/tls when none was
+ * given), creates the HTTP server with all routes and starts listening.
+ * Returns 0 or a WP_ERR_*, with a one-line reason in err.
+ */
+int cp_server_start(cp_server *s, uv_loop_t *loop, const cp_config *cfg, char *err, size_t cap);
+
+/* Reloads certificate and key from disk; on failure keeps serving with the old ones. */
+int cp_server_reload_tls(cp_server *s);
+
+/* Stops listening and closes every connection; on_closed(s) runs after the last handle closed. */
+void cp_server_stop(cp_server *s, void (*on_closed)(cp_server *s));
+
+#endif

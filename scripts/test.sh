@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# scripts/test.sh — the whole test suite, from a fresh Debian 12 machine (as root):
+# installs build + test dependencies, checks formatting, builds twice (gcc -Werror, then
+# clang with ASan+UBSan) and runs every unit and integration test with ctest on both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+jobs=$(nproc)
+t0=$(date +%s)
+
+scripts/deps.sh --test
+
+echo "== clang-format check"
+bad=$(git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror 2>&1 | grep -c "error:" || true)
+if [ "$bad" != "0" ]; then
+  git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror 2>&1 | head -40
+  echo "clang-format: the tree is not formatted (run: cmake --build build --target format)" >&2
+  exit 1
+fi
+
+export WP_GIT_COMMIT=$(git rev-parse HEAD 2>/dev/null || true)
+
+echo "== build: gcc, RelWithDebInfo, -Werror"
+cmake -S . -B build-test -G Ninja -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-test -j "$jobs"
+t1=$(date +%s)
+echo "== ctest (gcc build)"
+ctest --test-dir build-test --output-on-failure -j "$jobs"
+t2=$(date +%s)
+
+echo "== build: clang, ASan+UBSan, -Werror"
+cmake -S . -B build-asan -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DWP_SANITIZE=ON >/dev/null
+cmake --build build-asan -j "$jobs"
+t3=$(date +%s)
+echo "== ctest (ASan+UBSan build)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 \
+UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$jobs"
+t4=$(date +%s)
+
+echo "== timings: gcc build $((t1 - t0))s (incl. deps), gcc tests $((t2 - t1))s, asan build $((t3 - t2))s, asan tests $((t4 - t3))s, total $((t4 - t0))s"
