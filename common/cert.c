@@ -43,13 +43,13 @@
 #include "cert.h"
 #include "err.h"
 
-#define WP_CERT_PEM_MAX 8192
-#define WP_CERT_SAN_MAX 64     /* names in one certificate */
-#define WP_CERT_SAN_DER 8192   /* encoded subjectAltName extension */
-#define WP_CERT_DNS_MAX 253
-#define WP_CERT_CA_YEARS 10
+#define WP_CERT_PEM_MAX     8192
+#define WP_CERT_SAN_MAX     64   /* names in one certificate */
+#define WP_CERT_SAN_DER     8192 /* encoded subjectAltName extension */
+#define WP_CERT_DNS_MAX     253
+#define WP_CERT_CA_YEARS    10
 #define WP_CERT_SERVER_DAYS 825
-#define WP_CERT_SKEW_S 3600
+#define WP_CERT_SKEW_S      3600
 
 typedef struct wp_cert_rng {
     mbedtls_entropy_context entropy;
@@ -291,8 +291,7 @@ static int wp_cert_san_der(const wp_cert_sans *s, unsigned char *buf, size_t siz
         if (iplen)
             ret = mbedtls_asn1_write_raw_buffer(&p, buf, ip, iplen);
         else
-            ret = mbedtls_asn1_write_raw_buffer(&p, buf, (const unsigned char *)name,
-                                                strlen(name));
+            ret = mbedtls_asn1_write_raw_buffer(&p, buf, (const unsigned char *)name, strlen(name));
         if (ret < 0)
             return ret;
         one += (size_t)ret;
@@ -300,9 +299,8 @@ static int wp_cert_san_der(const wp_cert_sans *s, unsigned char *buf, size_t siz
             return ret;
         one += (size_t)ret;
         /* iPAddress [7] OCTET STRING, dNSName [2] IA5String (implicit tags) */
-        if ((ret = mbedtls_asn1_write_tag(&p, buf,
-                                          (unsigned char)(MBEDTLS_ASN1_CONTEXT_SPECIFIC |
-                                                          (iplen ? 7 : 2)))) < 0)
+        if ((ret = mbedtls_asn1_write_tag(
+                 &p, buf, (unsigned char)(MBEDTLS_ASN1_CONTEXT_SPECIFIC | (iplen ? 7 : 2)))) < 0)
             return ret;
         one += (size_t)ret;
         len += one;
@@ -425,13 +423,12 @@ static int wp_cert_build(const wp_cert_spec *spec, wp_cert_rng *r, unsigned char
         if (ret < 0)
             goto out;
         ret = mbedtls_x509write_crt_set_extension(&crt, MBEDTLS_OID_SUBJECT_ALT_NAME,
-                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME),
-                                                  0, der, (size_t)ret);
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME), 0,
+                                                  der, (size_t)ret);
         if (ret != 0)
             goto out;
     }
-    ret = mbedtls_x509write_crt_pem(&crt, pem, WP_CERT_PEM_MAX, mbedtls_ctr_drbg_random,
-                                    &r->drbg);
+    ret = mbedtls_x509write_crt_pem(&crt, pem, WP_CERT_PEM_MAX, mbedtls_ctr_drbg_random, &r->drbg);
 out:
     free(san_buf);
     mbedtls_x509write_crt_free(&crt);
@@ -439,8 +436,8 @@ out:
 }
 
 /* Loads the existing CA (certificate + key) and checks they belong together. */
-static int wp_cert_load_ca(const wp_cert_paths *paths, mbedtls_x509_crt *ca, mbedtls_pk_context *key,
-                           wp_cert_rng *r, char *err, size_t cap)
+static int wp_cert_load_ca(const wp_cert_paths *paths, mbedtls_x509_crt *ca,
+                           mbedtls_pk_context *key, wp_cert_rng *r, char *err, size_t cap)
 {
     char why[200];
     int ret = mbedtls_x509_crt_parse_file(ca, paths->ca_crt);
@@ -591,9 +588,9 @@ int wp_cert_ensure(const char *dir, const char *const *extra_sans, wp_cert_paths
         }
         /* The chain written to server.crt: leaf + this CA (PEM of its DER). */
         size_t olen = 0;
-        ret = mbedtls_pem_write_buffer("-----BEGIN CERTIFICATE-----\n",
-                                       "-----END CERTIFICATE-----\n", ca.raw.p, ca.raw.len, ca_pem,
-                                       WP_CERT_PEM_MAX, &olen);
+        ret =
+            mbedtls_pem_write_buffer("-----BEGIN CERTIFICATE-----\n", "-----END CERTIFICATE-----\n",
+                                     ca.raw.p, ca.raw.len, ca_pem, WP_CERT_PEM_MAX, &olen);
         if (ret != 0) {
             wp_cert_errf(err, cap, "cannot encode %s", paths->ca_crt);
             rc = WP_ERR_CRYPTO;
@@ -652,8 +649,8 @@ int wp_cert_ensure(const char *dir, const char *const *extra_sans, wp_cert_paths
     if ((rc = wp_cert_write_key(&srv_key, paths->server_key, err, cap)) != 0)
         goto done;
     wrote = 1;
-    if ((rc = wp_cert_write_file(paths->server_crt, srv_pem, leaf_len + ca_len, 0644, err,
-                                 cap)) != 0)
+    if ((rc = wp_cert_write_file(paths->server_crt, srv_pem, leaf_len + ca_len, 0644, err, cap)) !=
+        0)
         goto done;
     wp_cert_sync_dir(dir);
 

@@ -18,7 +18,9 @@
  *     had grown above that mark;
  *   - TLS server handshakes are admitted through a wp_conn_gate: at most
  *     max_active run concurrently, up to max_queued more wait (unread) in FIFO
- *     order, beyond that a new connection is closed at once. A connection
+ *     order, beyond that a new connection is closed at once. When a slot frees,
+ *     the first waiting connection that has already sent bytes (its ClientHello)
+ *     is preferred over silent ones, so stalled sockets cannot starve real clients. A connection
  *     waiting in the queue or handshaking longer than handshake_timeout_ms
  *     (each phase has its own deadline) is closed. Failures are logged at
  *     debug level without key material.
@@ -119,6 +121,20 @@ void wp_conn_set_callbacks(wp_conn *c, const wp_conn_callbacks *cbs, void *ud);
  * not finished) or WP_ERR_TLS / WP_ERR_NOMEM.
  */
 int wp_conn_write(wp_conn *c, const void *p, size_t n);
+/*
+ * Queues several buffers atomically: either all of them (0) or none
+ * (WP_ERR_LIMIT, same contract as wp_conn_write). Used for framed output
+ * (chunk header + data + CRLF) that must not be split by a refusal.
+ */
+int wp_conn_writev(wp_conn *c, const uv_buf_t *bufs, size_t nbufs);
+/*
+ * Queues up to WP_CONN_CTL_MAX bytes even when the queue is above
+ * max_write_queue: small protocol control data (an error answer, "100
+ * Continue", a chunked terminator) that must not be refused. Same returns as
+ * wp_conn_write except WP_ERR_LIMIT; WP_ERR_INVAL if n > WP_CONN_CTL_MAX.
+ */
+#define WP_CONN_CTL_MAX 4096
+int wp_conn_write_ctl(wp_conn *c, const void *p, size_t n);
 /* Bytes queued or in flight. */
 size_t wp_conn_write_queued(const wp_conn *c);
 

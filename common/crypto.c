@@ -176,10 +176,8 @@ int wp_hex_decode(const char *s, size_t slen, uint8_t *out, size_t cap, size_t *
     return 0;
 }
 
-static const char wp_b64_std[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-static const char wp_b64_url[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+static const char wp_b64_std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char wp_b64_url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 size_t wp_base64_encoded_len(size_t n)
 {
@@ -196,8 +194,8 @@ size_t wp_base64url_encoded_len(size_t n)
     return n / 3 * 4 + (r == 0 ? 0 : r + 1);
 }
 
-static int wp_b64_encode(const char *alpha, int pad, const void *p, size_t n, char *out,
-                         size_t cap, size_t *olen)
+static int wp_b64_encode(const char *alpha, int pad, const void *p, size_t n, char *out, size_t cap,
+                         size_t *olen)
 {
     const uint8_t *s = p;
     size_t need = pad ? wp_base64_encoded_len(n) : wp_base64url_encoded_len(n);
@@ -287,8 +285,8 @@ static int wp_b64_decode(int url, const char *s, size_t slen, uint8_t *out, size
         out[o++] = (uint8_t)v;
     }
     if (rem >= 2) {
-        uint32_t v = (uint32_t)wp_b64_val(url, s[i]) << 18 |
-                     (uint32_t)wp_b64_val(url, s[i + 1]) << 12;
+        uint32_t v = (uint32_t)wp_b64_val(url, s[i]) << 18 | (uint32_t)wp_b64_val(url, s[i + 1])
+                                                                 << 12;
         if (rem == 3)
             v |= (uint32_t)wp_b64_val(url, s[i + 2]) << 6;
         out[o++] = (uint8_t)(v >> 16);

@@ -18,7 +18,7 @@
 #include "err.h"
 #include "log.h"
 
-#define WP_LOG_REDACTED "[REDACTED]"
+#define WP_LOG_REDACTED   "[REDACTED]"
 #define WP_LOG_SECRET_MIN 6
 
 static int wp_log_level_cur = WP_LOG_INFO;
@@ -66,8 +66,11 @@ int wp_log_level_parse(const char *s, int *level)
     static const struct {
         const char *name;
         int level;
-    } names[] = {{"debug", WP_LOG_DEBUG}, {"info", WP_LOG_INFO},   {"warn", WP_LOG_WARN},
-                 {"warning", WP_LOG_WARN}, {"error", WP_LOG_ERROR}};
+    } names[] = {{"debug", WP_LOG_DEBUG},
+                 {"info", WP_LOG_INFO},
+                 {"warn", WP_LOG_WARN},
+                 {"warning", WP_LOG_WARN},
+                 {"error", WP_LOG_ERROR}};
     if (!s)
         return WP_ERR_INVAL;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -537,8 +540,8 @@ void wp_log_fields(int level, const char *msg, const wp_log_field *fields, size_
         return;
     char line[WP_LOG_LINE_MAX + 1];
     /* the whole line, newline included, is at most WP_LOG_LINE_MAX bytes */
-    size_t n = wp_log_format_line(line, WP_LOG_LINE_MAX, wp_log_format_cur, level, msg, fields,
-                                  nfields);
+    size_t n =
+        wp_log_format_line(line, WP_LOG_LINE_MAX, wp_log_format_cur, level, msg, fields, nfields);
     line[n++] = '\n';
     FILE *f = wp_log_out ? wp_log_out : stderr;
     fwrite(line, 1, n, f);

@@ -28,6 +28,11 @@ static const wp_opt *opts_find_short(const wp_opt *opts, size_t n, char c)
     return NULL;
 }
 
+const char *wp_opts_getenv(const char *name)
+{
+    return getenv(name);
+}
+
 int wp_opts_parse_bool(const char *s, int *out)
 {
     static const char *yes[] = {"1", "true", "yes", "on"};

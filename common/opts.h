@@ -41,8 +41,11 @@ typedef struct wp_opt {
     long long min, max;  /* WP_OPT_INT range */
 } wp_opt;
 
-/* Reads an environment variable; NULL if unset. getenv() fits. */
+/* Reads an environment variable; NULL if unset. */
 typedef const char *(*wp_opts_getenv_fn)(const char *name);
+
+/* getenv() with the wp_opts_getenv_fn signature. */
+const char *wp_opts_getenv(const char *name);
 
 /*
  * Parses argv[first..argc) then the environment. Non-option arguments (and

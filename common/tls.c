@@ -56,9 +56,9 @@
 #endif
 
 #define WP_TLS_RECORD_OVERHEAD 64 /* header + explicit IV + AEAD tag, generously */
-#define WP_TLS_ERR_MAX 200
-#define WP_TLS_NAME_MAX 255
-#define WP_TLS_SPKI_MAX 4096
+#define WP_TLS_ERR_MAX         200
+#define WP_TLS_NAME_MAX        255
+#define WP_TLS_SPKI_MAX        4096
 
 static const char *const wp_tls_system_bundles[] = {
     "/etc/ssl/certs/ca-certificates.crt",
@@ -86,12 +86,12 @@ struct wp_tls {
     wp_buf in;
     wp_buf out;
     int hs_done;
-    int failed;        /* sticky WP_ERR_* after a fatal error, 0 otherwise */
-    int out_overflow;  /* the send callback found the out-buffer full */
-    int pin_matched;   /* pin mode: some presented certificate matched */
-    int pin_mismatch;  /* pin mode: the callback rejected the chain */
-    int peer_closed;   /* close_notify received */
-    size_t ip_len;     /* server_name is an IP literal of this many bytes */
+    int failed;       /* sticky WP_ERR_* after a fatal error, 0 otherwise */
+    int out_overflow; /* the send callback found the out-buffer full */
+    int pin_matched;  /* pin mode: some presented certificate matched */
+    int pin_mismatch; /* pin mode: the callback rejected the chain */
+    int peer_closed;  /* close_notify received */
+    size_t ip_len;    /* server_name is an IP literal of this many bytes */
     uint8_t ip[16];
     char last_error[WP_TLS_ERR_MAX];
 };
@@ -169,8 +169,8 @@ static int wp_tls_crt_has_ip_san(const mbedtls_x509_crt *crt, const uint8_t *ip,
         return 0;
     end = p + len;
     while (p < end) {
-        if (mbedtls_asn1_get_tag(&p, end, &len,
-                                 MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0)
+        if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) !=
+            0)
             return 0;
         const unsigned char *ext_end = p + len;
         size_t oid_len;
@@ -210,23 +210,51 @@ static int wp_tls_crt_has_ip_san(const mbedtls_x509_crt *crt, const uint8_t *ip,
     return 0;
 }
 
+/*
+ * Pin check over a presented chain (crt = leaf, crt->next = the rest). The pin
+ * matches when it is the leaf's SPKI hash, or when it is the SPKI hash of a
+ * certificate further up the presented chain AND the leaf verifies
+ * (signatures, validity dates, CA constraints) up to that certificate used as
+ * the only trust anchor. Merely presenting the pinned (public) CA certificate
+ * next to an unrelated leaf is not enough. Returns 1 when it matches.
+ */
+static int wp_tls_pin_check_chain(const wp_tls_conf *c, mbedtls_x509_crt *crt)
+{
+    uint8_t h[WP_SHA256_LEN];
+    if (wp_tls_spki_hash(crt, h) == 0 && wp_tls_pin_eq(h, c->pin))
+        return 1;
+    for (const mbedtls_x509_crt *cur = crt->next; cur && cur->raw.p; cur = cur->next) {
+        if (wp_tls_spki_hash(cur, h) != 0 || !wp_tls_pin_eq(h, c->pin))
+            continue;
+        mbedtls_x509_crt anchor;
+        uint32_t vflags = 0;
+        int ok = 0;
+        mbedtls_x509_crt_init(&anchor);
+        if (mbedtls_x509_crt_parse_der(&anchor, cur->raw.p, cur->raw.len) == 0 &&
+            mbedtls_x509_crt_verify(crt, &anchor, NULL, NULL, &vflags, NULL, NULL) == 0 &&
+            vflags == 0)
+            ok = 1;
+        mbedtls_x509_crt_free(&anchor);
+        if (ok)
+            return 1;
+    }
+    return 0;
+}
+
 /* Verify callback (per session): pin matching and IP SAN checks. */
 static int wp_tls_verify_cb(void *arg, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 {
     wp_tls *t = arg;
     wp_tls_conf *c = t->conf;
     if (c->has_pin) {
-        /* The pin is the trust anchor: chain and name errors do not apply. */
+        /* The pin (checked below against the chain it anchors) replaces the system trust
+         * store and the host name: those errors do not apply in pin mode. */
         *flags = 0;
         if (depth != 0)
             return 0;
-        /* depth 0 is the leaf; crt->next walks the rest of the presented chain. */
-        for (const mbedtls_x509_crt *cur = crt; cur && cur->raw.p; cur = cur->next) {
-            uint8_t h[WP_SHA256_LEN];
-            if (wp_tls_spki_hash(cur, h) == 0 && wp_tls_pin_eq(h, c->pin)) {
-                t->pin_matched = 1;
-                return 0;
-            }
+        if (wp_tls_pin_check_chain(c, crt)) {
+            t->pin_matched = 1;
+            return 0;
         }
         t->pin_mismatch = 1;
         return MBEDTLS_ERR_X509_FATAL_ERROR; /* abort the handshake now */
@@ -345,8 +373,7 @@ static wp_tls_conf *wp_tls_conf_alloc(int endpoint, char *err, size_t cap, int *
 #if MBEDTLS_VERSION_MAJOR >= 3
     mbedtls_ssl_conf_min_tls_version(&c->ssl, MBEDTLS_SSL_VERSION_TLS1_2);
 #else
-    mbedtls_ssl_conf_min_version(&c->ssl, MBEDTLS_SSL_MAJOR_VERSION_3,
-                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_min_version(&c->ssl, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
 #endif
     static const int wanted[] = {
         MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
@@ -362,8 +389,7 @@ static wp_tls_conf *wp_tls_conf_alloc(int endpoint, char *err, size_t cap, int *
             c->ciphersuites[n++] = wanted[i];
     c->ciphersuites[n] = 0;
     if (n == 0) {
-        wp_tls_errf(err, cap, "mbedTLS offers none of the allowed ECDHE AEAD cipher suites",
-                    NULL);
+        wp_tls_errf(err, cap, "mbedTLS offers none of the allowed ECDHE AEAD cipher suites", NULL);
         *rc = WP_ERR_TLS;
         goto fail;
     }
@@ -445,8 +471,7 @@ fail:
     return rc;
 }
 
-int wp_tls_conf_client_new(wp_tls_conf **out, const wp_tls_client_opts *opts, char *err,
-                           size_t cap)
+int wp_tls_conf_client_new(wp_tls_conf **out, const wp_tls_client_opts *opts, char *err, size_t cap)
 {
     if (err && cap)
         err[0] = '\0';
@@ -492,8 +517,7 @@ int wp_tls_conf_client_new(wp_tls_conf **out, const wp_tls_client_opts *opts, ch
             }
             if (!c->chain.raw.p) {
                 rc = WP_ERR_IO;
-                wp_tls_errf(err, cap, "no usable system CA bundle found",
-                            wp_tls_system_bundles[0]);
+                wp_tls_errf(err, cap, "no usable system CA bundle found", wp_tls_system_bundles[0]);
                 goto fail;
             }
         }

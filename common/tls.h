@@ -16,11 +16,13 @@
  * AES-GCM / ChaCha20-Poly1305), renegotiation disabled.
  *
  * Client verification is always on unless insecure_skip_verify is set:
- *   - pin set: the peer leaf certificate's SubjectPublicKeyInfo SHA-256 must
- *     equal the pin (chain and hostname are not required to verify; the pin is
- *     the trust anchor, as with kubeadm's --discovery-token-ca-cert-hash,
- *     and the pin also matches if it equals the SPKI hash of any certificate
- *     in the presented chain, e.g. the CA);
+ *   - pin set: the pin is the trust anchor (like kubeadm's
+ *     --discovery-token-ca-cert-hash). It matches when it is the SHA-256 of the
+ *     leaf certificate's SubjectPublicKeyInfo, or of a certificate further up
+ *     the presented chain (e.g. the CA) AND the leaf verifies up to that
+ *     certificate (signatures, validity, CA constraints). Presenting a copy of
+ *     the pinned CA next to an unrelated leaf does not match. Host names and
+ *     the system trust store are not consulted;
  *   - otherwise: chain to ca_file (or the system CA bundle) and hostname.
  */
 #ifndef WP_TLS_H

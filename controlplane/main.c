@@ -102,7 +102,7 @@ int main(int argc, char **argv)
     int rc;
 
     signal(SIGPIPE, SIG_IGN);
-    rc = cp_config_parse(&cfg, argc, argv, getenv, err, sizeof(err));
+    rc = cp_config_parse(&cfg, argc, argv, wp_opts_getenv, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "wolfpackd: %s\n", err);
         cp_config_free(&cfg);

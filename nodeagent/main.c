@@ -50,7 +50,7 @@ int main(int argc, char **argv)
     int rc;
 
     signal(SIGPIPE, SIG_IGN);
-    rc = na_config_parse(&cfg, argc, argv, getenv, err, sizeof(err));
+    rc = na_config_parse(&cfg, argc, argv, wp_opts_getenv, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "wolfpack-agent: %s\n", err);
         na_config_free(&cfg);

@@ -126,7 +126,7 @@ static long wpc_get(const wpc_config *c, const char *path, wp_buf *body, char *e
     }
     CURLcode rc = curl_easy_perform(h);
     if (rc != CURLE_OK) {
-        snprintf(err, cap, "%s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        snprintf(err, cap, "%.200s: %.250s", url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
     } else {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     }
@@ -175,7 +175,7 @@ int main(int argc, char **argv)
     memset(&c, 0, sizeof(c));
     c.timeout_s = 30;
     size_t n = wpc_table(&c, t, 16);
-    if (wp_opts_parse(t, n, argc, argv, 1, getenv, pos, 8, &npos, err, sizeof(err)) != 0) {
+    if (wp_opts_parse(t, n, argc, argv, 1, wp_opts_getenv, pos, 8, &npos, err, sizeof(err)) != 0) {
         fprintf(stderr, "wolfpack: %s\n", err);
         return 2;
     }

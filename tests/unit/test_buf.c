@@ -7,8 +7,6 @@
 
 #include "buf.h"
 #include "err.h"
-/* wp_test.h defines a static helper only loop tests use */
-#pragma GCC diagnostic ignored "-Wunused-function"
 #include "wp_test.h"
 
 WP_TEST(buf_roundtrip_all_widths)
@@ -61,8 +59,8 @@ WP_TEST(buf_big_endian_layout)
     WP_CHECK_EQ(wp_buf_put_u16(&b, 0x1234), 0);
     WP_CHECK_EQ(wp_buf_put_u32(&b, 0x56789abcu), 0);
     WP_CHECK_EQ(wp_buf_put_u64(&b, 0x0011223344556677ull), 0);
-    static const uint8_t want[] = {0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0x00, 0x11,
-                                   0x22, 0x33, 0x44, 0x55, 0x66, 0x77};
+    static const uint8_t want[] = {0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0x00,
+                                   0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77};
     WP_CHECK_EQ(wp_buf_len(&b), sizeof want);
     WP_CHECK(memcmp(wp_buf_ptr(&b), want, sizeof want) == 0);
 
@@ -229,8 +227,8 @@ WP_TEST(buf_putf)
 
 WP_TEST(rd_cursor)
 {
-    static const uint8_t data[] = {0xab, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef, 1, 2,
-                                   3,    4,    5,    6,    7,    8,    'h', 'i'};
+    static const uint8_t data[] = {0xab, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef, 1,  2,
+                                   3,    4,    5,    6,    7,    8,    'h',  'i'};
     wp_rd r;
     wp_rd_init(&r, data, sizeof data);
     uint8_t u8;

@@ -65,7 +65,7 @@ static int wp_test_failed_;
         }                                                                                          \
     } while (0)
 
-static void wp_test_walk_cb_(uv_handle_t *h, void *arg)
+static inline void wp_test_walk_cb_(uv_handle_t *h, void *arg)
 {
     (void)arg;
     if (!uv_is_closing(h))
