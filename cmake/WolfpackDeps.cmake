@@ -33,5 +33,8 @@ add_library(wp_llhttp STATIC ${WP_LLHTTP_SRC_DIR}/llhttp.c ${WP_LLHTTP_SRC_DIR}/
 target_include_directories(wp_llhttp PUBLIC ${WP_LLHTTP_INC_DIR})
 set_target_properties(wp_llhttp PROPERTIES POSITION_INDEPENDENT_CODE ON)
 target_compile_options(wp_llhttp PRIVATE -w)
+# Strict mode makes llhttp check the CRLF after every chunk (without it, bad chunk
+# framing is accepted: a request-smuggling path). PUBLIC: our code must see the same ABI.
+target_compile_definitions(wp_llhttp PUBLIC LLHTTP_STRICT_MODE=1)
 
 find_package(Threads REQUIRED)

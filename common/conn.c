@@ -14,7 +14,6 @@
  */
 #include <limits.h>
 #include <netdb.h>
-#include <sys/ioctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,12 +23,20 @@
 #include "err.h"
 #include "log.h"
 
-#define CONN_READ_PLAIN (64 * 1024)
-#define CONN_READ_TLS (16 * 1024)
-#define CONN_TLS_CHUNK (16 * 1024)
+#define CONN_READ_PLAIN   (64 * 1024)
+#define CONN_READ_TLS     (16 * 1024)
+#define CONN_TLS_CHUNK    (16 * 1024)
 #define CONN_TLS_OVERHEAD 64 /* per-record ciphertext expansion bound used for the limit check */
 
-enum { GATE_NONE = 0, GATE_QUEUED, GATE_ACTIVE };
+/*
+ * Server TLS handshake gate states. A connection takes a handshake slot only
+ * when its first bytes (the ClientHello) arrive, so silent connections cost a
+ * connection slot and a deadline but never block real clients' handshakes.
+ *   IDLE:   accepted, reading, nothing received yet;
+ *   QUEUED: bytes buffered in the TLS session, waiting for a slot, not reading;
+ *   ACTIVE: holds a slot, handshaking.
+ */
+enum { GATE_NONE = 0, GATE_IDLE, GATE_QUEUED, GATE_ACTIVE };
 
 struct wp_conn {
     uv_tcp_t tcp;
@@ -115,14 +122,31 @@ static void conn_gate_admit(wp_conn *c)
     conn_update_reading(c);
 }
 
-/* Nonzero if the kernel holds unread bytes for c (a waiting TLS client sent its ClientHello). */
-static int conn_has_input(wp_conn *c)
+/*
+ * c's first bytes arrived: take a slot, or wait in the FIFO (reading stops; the
+ * bytes stay buffered in the TLS session), or — queue full — close.
+ */
+static void conn_gate_arrive(wp_conn *c)
 {
-    uv_os_fd_t fd;
-    int n = 0;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
-        return 0;
-    return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+    wp_conn_gate *g = c->gate;
+    if (g->active < g->max_active) {
+        conn_gate_admit(c);
+        return;
+    }
+    if (g->queued >= g->max_queued) {
+        wp_log_debug("tls handshake queue full, closing", WP_LS("peer", c->peer_str));
+        conn_fail(c, WP_ERR_BUSY);
+        return;
+    }
+    c->gate_state = GATE_QUEUED;
+    c->gprev = g->tail;
+    if (g->tail)
+        g->tail->gnext = c;
+    else
+        g->head = c;
+    g->tail = c;
+    g->queued++;
+    conn_update_reading(c);
 }
 
 /* Removes c from its gate (slot or queue) and admits waiting connections. */
@@ -149,23 +173,16 @@ static void conn_gate_leave(wp_conn *c)
     c->gnext = c->gprev = NULL;
     while (g->head && g->active < g->max_active) {
         wp_conn *n = g->head;
-        for (wp_conn *q = g->head; q; q = q->gnext) {
-            if (conn_has_input(q)) {
-                n = q;
-                break;
-            }
-        }
-        if (n->gprev)
-            n->gprev->gnext = n->gnext;
+        g->head = n->gnext;
+        if (g->head)
+            g->head->gprev = NULL;
         else
-            g->head = n->gnext;
-        if (n->gnext)
-            n->gnext->gprev = n->gprev;
-        else
-            g->tail = n->gprev;
+            g->tail = NULL;
         g->queued--;
         n->gnext = n->gprev = NULL;
         conn_gate_admit(n);
+        /* its ClientHello is already buffered: pump it from the loop, not from here */
+        uv_timer_start(&n->kick, conn_kick_cb, 0, 0);
     }
 }
 
@@ -266,6 +283,11 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             conn_fail(c, WP_ERR_TLS);
             return;
         }
+        if (c->gate_state == GATE_IDLE) {
+            conn_gate_arrive(c);
+            if (c->closing || c->gate_state != GATE_ACTIVE)
+                return;
+        }
         conn_tls_pump(c);
         return;
     }
@@ -280,7 +302,7 @@ static void conn_update_reading(wp_conn *c)
     if (c->closing || c->eof)
         want = 0;
     else if (c->tls && !c->hs_done)
-        want = c->is_client ? 1 : c->gate_state == GATE_ACTIVE;
+        want = c->is_client ? 1 : (c->gate_state == GATE_ACTIVE || c->gate_state == GATE_IDLE);
     else
         want = c->want_read;
     if (want && !c->uv_reading) {
@@ -393,7 +415,9 @@ static void conn_tls_pump(wp_conn *c)
 static void conn_kick_cb(uv_timer_t *t)
 {
     wp_conn *c = t->data;
-    if (!c->closing && c->hs_done && c->want_read)
+    if (c->closing)
+        return;
+    if (c->hs_done ? c->want_read : (!c->is_client && c->gate_state == GATE_ACTIVE))
         conn_tls_pump(c);
 }
 
@@ -421,8 +445,8 @@ static void conn_kick_write(wp_conn *c)
     }
     c->inflight = c->wq;
     wp_buf_init(&c->wq, c->inflight.max);
-    uv_buf_t b = uv_buf_init((char *)wp_buf_mutable_ptr(&c->inflight),
-                             (unsigned)wp_buf_len(&c->inflight));
+    uv_buf_t b =
+        uv_buf_init((char *)wp_buf_mutable_ptr(&c->inflight), (unsigned)wp_buf_len(&c->inflight));
     c->wreq.data = c;
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
     if (rc < 0) {
@@ -600,8 +624,7 @@ static void conn_fill_peer(wp_conn *c)
 }
 
 int wp_conn_accept(uv_stream_t *listener, wp_tls_conf *tls, wp_conn_gate *gate,
-                   const wp_conn_limits *lim, const wp_conn_callbacks *cbs, void *ud,
-                   wp_conn **out)
+                   const wp_conn_limits *lim, const wp_conn_callbacks *cbs, void *ud, wp_conn **out)
 {
     if (!listener || !out || (tls && !gate))
         return WP_ERR_INVAL;
@@ -622,25 +645,11 @@ int wp_conn_accept(uv_stream_t *listener, wp_tls_conf *tls, wp_conn_gate *gate,
             wp_conn_close(c);
             return rc == WP_ERR_NOMEM ? rc : WP_ERR_TLS;
         }
+        /* No slot yet: one is taken when the ClientHello arrives (conn_gate_arrive). */
         c->gate = gate;
-        if (gate->active < gate->max_active) {
-            conn_gate_admit(c);
-        } else if (gate->queued < gate->max_queued) {
-            c->gate_state = GATE_QUEUED;
-            c->gprev = gate->tail;
-            if (gate->tail)
-                gate->tail->gnext = c;
-            else
-                gate->head = c;
-            gate->tail = c;
-            gate->queued++;
-            uv_timer_start(&c->timer, conn_timer_cb, c->hs_timeout_ms, 0);
-        } else {
-            wp_log_debug("tls handshake queue full, closing", WP_LS("peer", c->peer_str));
-            c->gate = NULL;
-            wp_conn_close(c);
-            return WP_ERR_BUSY;
-        }
+        c->gate_state = GATE_IDLE;
+        uv_timer_start(&c->timer, conn_timer_cb, c->hs_timeout_ms, 0);
+        conn_update_reading(c);
     } else {
         c->hs_done = 1;
         conn_update_reading(c);

@@ -16,14 +16,15 @@
  *     queue (WP_ERR_LIMIT when full, nothing queued) and on_drain fires when
  *     the queue falls to a quarter of its maximum after it had been refused or
  *     had grown above that mark;
- *   - TLS server handshakes are admitted through a wp_conn_gate: at most
- *     max_active run concurrently, up to max_queued more wait (unread) in FIFO
- *     order, beyond that a new connection is closed at once. When a slot frees,
- *     the first waiting connection that has already sent bytes (its ClientHello)
- *     is preferred over silent ones, so stalled sockets cannot starve real clients. A connection
- *     waiting in the queue or handshaking longer than handshake_timeout_ms
- *     (each phase has its own deadline) is closed. Failures are logged at
- *     debug level without key material.
+ *   - TLS server handshakes are admitted through a wp_conn_gate. A
+ *     connection takes a handshake slot only when its first bytes (the
+ *     ClientHello) arrive; silent connections hold no slot. At most
+ *     max_active handshakes run concurrently; up to max_queued more (bytes
+ *     buffered, reading stopped) wait in FIFO order; beyond that a connection
+ *     is closed when its bytes arrive. A connection that has not finished its
+ *     handshake within handshake_timeout_ms of accept (and again of getting
+ *     a slot) is closed. Failures are logged at debug level without key
+ *     material.
  */
 #ifndef WP_CONN_H
 #define WP_CONN_H
@@ -84,11 +85,10 @@ void wp_conn_gate_init(wp_conn_gate *g, size_t max_active, size_t max_queued);
  * Accepts one pending connection from listener (call from its connection
  * callback). tls NULL = plain; otherwise a TLS server session on tls (a
  * reference is taken) admitted through gate (required with tls). Reading
- * starts at once for plain connections and when the gate admits for TLS.
- * cbs is copied. Returns 0 with *out set, or:
- *   WP_ERR_BUSY — TLS gate full: the connection was accepted and is being closed
- *                 (no callbacks, nothing to do for the caller);
- *   WP_ERR_IO / WP_ERR_NOMEM / WP_ERR_TLS — nothing to close, no callbacks.
+ * starts at once. A TLS connection whose ClientHello finds the gate's queue
+ * full is failed later with on_error(WP_ERR_BUSY). cbs is copied. Returns 0
+ * with *out set, or WP_ERR_IO / WP_ERR_NOMEM / WP_ERR_TLS — nothing to close,
+ * no callbacks.
  */
 int wp_conn_accept(uv_stream_t *listener, wp_tls_conf *tls, wp_conn_gate *gate,
                    const wp_conn_limits *lim, const wp_conn_callbacks *cbs, void *ud,

@@ -86,7 +86,7 @@ typedef struct wp_http_limits {
 } wp_http_limits;
 
 #define WP_HTTP_ROUTE_STREAM_BODY 0x1u
-#define WP_HTTP_ROUTE_UPGRADE 0x2u
+#define WP_HTTP_ROUTE_UPGRADE     0x2u
 
 /* Fills the defaults listed above. */
 void wp_http_limits_default(wp_http_limits *l);

@@ -12,7 +12,7 @@
 #include "http.h"
 
 #define WP_HTTP_MAX_PARAMS 16
-#define WP_HTTP_MAX_SEGS 32
+#define WP_HTTP_MAX_SEGS   32
 
 typedef struct wp_http_seg {
     char *text; /* literal text, or the param name */
@@ -50,9 +50,9 @@ void wp_http_router_free(wp_http_router *r);
 int wp_http_router_add(wp_http_router *r, const char *method, const char *pattern,
                        wp_http_handler h, void *ud, unsigned flags);
 /*
- * Matches a raw path (no query). Returns 0 (m->route and params set; free with
- * wp_http_match_free), WP_ERR_NOT_FOUND (no pattern matches), WP_ERR_UNSUPPORTED
- * (a pattern matches but not for this method; m->allow lists the methods),
+ * Matches a raw path (no query). GET routes also serve HEAD (an explicit HEAD route wins). Returns
+ * 0 (m->route and params set; free with wp_http_match_free), WP_ERR_NOT_FOUND (no pattern matches),
+ * WP_ERR_UNSUPPORTED (a pattern matches but not for this method; m->allow lists the methods),
  * WP_ERR_INVAL (the best route's param has bad %-encoding or decodes to "/",
  * NUL, "." or ".."), WP_ERR_NOMEM.
  */

@@ -286,6 +286,7 @@ int wp_http_router_match(const wp_http_router *r, const char *method, const char
         nseg = -1;
     }
     const wp_http_route *best = NULL, *best_any = NULL;
+    int best_rank = 0;
     int deep = nseg < 0;
     if (deep) {
         nseg = WP_HTTP_MAX_SEGS + 1; /* the spans filled so far are valid */
@@ -300,10 +301,17 @@ int wp_http_router_match(const wp_http_router *r, const char *method, const char
             continue;
         if (!best_any || route_cmp(rt, best_any) > 0)
             best_any = rt;
-        if (strcmp(rt->method, "*") == 0 || strcmp(rt->method, method) == 0) {
-            if (!best || route_cmp(rt, best) > 0 ||
-                (route_cmp(rt, best) == 0 && strcmp(best->method, "*") == 0))
+        /* exact method > GET serving HEAD > "*" among equally specific patterns */
+        int mrank = strcmp(rt->method, method) == 0                                   ? 3
+                    : (strcmp(method, "HEAD") == 0 && strcmp(rt->method, "GET") == 0) ? 2
+                    : strcmp(rt->method, "*") == 0                                    ? 1
+                                                                                      : 0;
+        if (mrank) {
+            int c = best ? route_cmp(rt, best) : 1;
+            if (c > 0 || (c == 0 && mrank > best_rank)) {
                 best = rt;
+                best_rank = mrank;
+            }
         }
     }
     if (!best_any)

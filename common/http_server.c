@@ -27,10 +27,10 @@
 #include "http_internal.h"
 #include "log.h"
 
-#define HTTP_LINGER_MS 2000
-#define HTTP_READ_SLACK (64 * 1024) /* one socket read beyond max_pending_bytes */
+#define HTTP_LINGER_MS    2000
+#define HTTP_READ_SLACK   (64 * 1024) /* one socket read beyond max_pending_bytes */
 #define HTTP_RESP_HDR_MAX (16 * 1024)
-#define HTTP_HEAD_MAX (HTTP_RESP_HDR_MAX + 512)
+#define HTTP_HEAD_MAX     (HTTP_RESP_HDR_MAX + 512)
 
 typedef struct http_conn http_conn;
 
@@ -82,11 +82,14 @@ struct http_conn {
     size_t linger_last;
     llhttp_t parser;
     wp_buf in;
-    wp_buf hraw;      /* arena: url\0 name\0 value\0 ... */
+    wp_buf hraw;       /* arena: url\0 name\0 value\0 ... */
     size_t (*hoff)[2]; /* header name/value offsets into hraw */
     size_t hcap;
     size_t nh;
     size_t url_len, field_start, value_start;
+    const char *exec_start, *exec_end; /* span of the current llhttp_execute */
+    size_t value_spans;
+    int last_span_at_end;
     int in_field, in_value;
     size_t hdr_bytes; /* accounted header bytes (spans + separators) */
     size_t raw_hdr_bytes;
@@ -155,41 +158,76 @@ void wp_http_limits_default(wp_http_limits *l)
 const char *wp_http_status_text(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
     }
 }
 
@@ -388,6 +426,7 @@ static int on_header_field_complete(llhttp_t *p)
     http_conn *hc = p->data;
     hc->in_field = 0;
     hc->in_value = 1;
+    hc->value_spans = 0;
     int rc = hraw_put(hc, "", 1);
     hc->value_start = wp_buf_len(&hc->hraw);
     return rc;
@@ -395,7 +434,15 @@ static int on_header_field_complete(llhttp_t *p)
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
-    return hraw_put(p->data, at, n);
+    http_conn *hc = p->data;
+    /* A value arrives in several spans only when it crosses the end of the input
+     * (the span ends at exec_end and the next starts at the next exec_start).
+     * Anything else is an obs-fold, which llhttp 8 accepts: reject it. */
+    if (hc->value_spans > 0 && !(hc->last_span_at_end && at == hc->exec_start))
+        return cb_fail(hc, 400, "bad_request", "obsolete line folding");
+    hc->last_span_at_end = at + n == hc->exec_end;
+    hc->value_spans++;
+    return hraw_put(hc, at, n);
 }
 
 static int on_header_value_complete(llhttp_t *p)
@@ -403,6 +450,11 @@ static int on_header_value_complete(llhttp_t *p)
     http_conn *hc = p->data;
     if (!hc->in_value) /* value_complete without a field: cannot happen, be safe */
         return cb_fail(hc, 400, "bad_request", "malformed header");
+    /* defence in depth: a value holding CR/LF is obs-fold or smuggling in a lenient parser */
+    const uint8_t *v = wp_buf_ptr(&hc->hraw);
+    for (size_t i = hc->value_start; v && i < wp_buf_len(&hc->hraw); i++)
+        if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0')
+            return cb_fail(hc, 400, "bad_request", "invalid header value");
     int rc = hraw_put(hc, "", 1);
     if (rc)
         return rc;
@@ -483,12 +535,13 @@ static int req_conn_ok(wp_http_req *req)
 }
 
 /* Builds the status line + headers. body_len < 0: streaming. */
-static int build_head(wp_http_req *req, wp_buf *h, int status, const char *ctype, long long body_len)
+static int build_head(wp_http_req *req, wp_buf *h, int status, const char *ctype,
+                      long long body_len)
 {
     char date[64];
     http_date(date);
-    int rc = wp_buf_putf(h, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, wp_http_status_text(status),
-                         date);
+    int rc =
+        wp_buf_putf(h, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, wp_http_status_text(status), date);
     if (rc == 0 && wp_buf_len(&req->rh))
         rc = wp_buf_put(h, wp_buf_ptr(&req->rh), wp_buf_len(&req->rh));
     if (rc == 0 && ctype)
@@ -515,8 +568,8 @@ static int build_head(wp_http_req *req, wp_buf *h, int status, const char *ctype
 static void decide_close(wp_http_req *req)
 {
     http_conn *hc = req->hc;
-    if (!req->keep_alive || req->upgrade || req->server_answered || hc->eof ||
-        hc->srv->closing || (!req->msg_done && req->body_expected))
+    if (!req->keep_alive || req->upgrade || req->server_answered || hc->eof || hc->srv->closing ||
+        (!req->msg_done && req->body_expected))
         req->close_after = 1;
 }
 
@@ -543,8 +596,7 @@ static void req_log(wp_http_req *req)
         return;
     wp_log_debug("http request", WP_LS("method", req->method ? req->method : "-"),
                  WP_LS("path", req->path ? req->path : "-"), WP_LI("status", req->status),
-                 WP_LI("bytes", req->bytes_out),
-                 WP_LI("ms", uv_now(req->srv->loop) - req->t_start),
+                 WP_LI("bytes", req->bytes_out), WP_LI("ms", uv_now(req->srv->loop) - req->t_start),
                  WP_LS("peer", wp_http_req_remote_addr(req)));
 }
 
@@ -572,8 +624,9 @@ int wp_http_respond(wp_http_req *req, int status, const char *content_type, cons
     int rc = build_head(req, &head, status, content_type, (long long)len);
     if (rc == 0) {
         int no_body = req->is_head || status < 200 || status == 204 || status == 304;
-        uv_buf_t b[2] = {uv_buf_init((char *)wp_buf_mutable_ptr(&head), (unsigned)wp_buf_len(&head)),
-                         uv_buf_init((char *)(uintptr_t)body, (unsigned)len)};
+        uv_buf_t b[2] = {
+            uv_buf_init((char *)wp_buf_mutable_ptr(&head), (unsigned)wp_buf_len(&head)),
+            uv_buf_init((char *)(uintptr_t)body, (unsigned)len)};
         rc = wp_conn_writev(req->hc->conn, b, no_body || len == 0 ? 1 : 2);
         if (rc == 0)
             req->bytes_out = wp_buf_len(&head) + (no_body ? 0 : len);
@@ -676,8 +729,8 @@ int wp_http_resp_write(wp_http_req *req, const void *data, size_t len)
     if (req->chunked) {
         char hdr[24];
         int hn = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
-        uv_buf_t b[3] = {uv_buf_init(hdr, (unsigned)hn), uv_buf_init((char *)(uintptr_t)data,
-                                                                      (unsigned)len),
+        uv_buf_t b[3] = {uv_buf_init(hdr, (unsigned)hn),
+                         uv_buf_init((char *)(uintptr_t)data, (unsigned)len),
                          uv_buf_init((char *)"\r\n", 2)};
         rc = wp_conn_writev(req->hc->conn, b, 3);
     } else {
@@ -850,17 +903,15 @@ static void hc_on_error(wp_conn *c, int err, void *ud)
 static void hc_on_eof(wp_conn *c, void *ud)
 {
     http_conn *hc = ud;
-    (void)c;
     hc->eof = 1;
-    if (hc->lingering || !hc->req || !hc->headers_done) {
+    /* The peer is gone (half-closed clients are treated as gone, as most servers do):
+     * an outstanding handler gets on_abort; otherwise flush what is queued, then close. */
+    if (hc->lingering || !hc->conn || wp_conn_write_queued(c) == 0 ||
+        (hc->req && hc->req->dispatched && !hc->req->finished)) {
         hc_kill(hc);
         return;
     }
-    if (hc->req->msg_done) {
-        hc->req->close_after = 1; /* answer, then close */
-        return;
-    }
-    hc_kill(hc); /* request cut short */
+    hc_start_close(hc);
 }
 
 static void hc_on_drain(wp_conn *c, void *ud)
@@ -1186,6 +1237,8 @@ static void hc_process(http_conn *hc)
             hc->need_exec = 0;
             const char *p = n ? (const char *)wp_buf_ptr(&hc->in) : "";
             hc->ev = EV_NONE;
+            hc->exec_start = p;
+            hc->exec_end = p + n;
             llhttp_errno_t e = llhttp_execute(&hc->parser, p, n);
             size_t used = n;
             if (e != HPE_OK) {
@@ -1201,8 +1254,7 @@ static void hc_process(http_conn *hc)
             if (hc->dead || hc->hijacked)
                 break;
             if (e == HPE_OK) {
-                if (hc->req && !hc->headers_done &&
-                    hc->raw_hdr_bytes > s->lim.max_header_bytes) {
+                if (hc->req && !hc->headers_done && hc->raw_hdr_bytes > s->lim.max_header_bytes) {
                     hc_error(hc, 431, "header_too_large", "request headers too large");
                     break;
                 }
@@ -1305,6 +1357,14 @@ int wp_http_server_new(wp_http_server **out, uv_loop_t *loop, const wp_http_limi
     if (!s)
         return WP_ERR_NOMEM;
     http_settings_init();
+#if !LLHTTP_STRICT_MODE
+    static int warned;
+    if (!warned) {
+        warned = 1;
+        wp_log_warn("llhttp built without LLHTTP_STRICT_MODE: the CRLF after chunk data is not "
+                    "validated (build llhttp with -DLLHTTP_STRICT_MODE=1)");
+    }
+#endif
     s->loop = loop;
     wp_http_limits d;
     wp_http_limits_default(&d);

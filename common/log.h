@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#define WP_LOG_LINE_MAX 4096
+#define WP_LOG_LINE_MAX    4096
 #define WP_LOG_SECRETS_MAX 64
 
 enum wp_log_level { WP_LOG_DEBUG = 0, WP_LOG_INFO = 1, WP_LOG_WARN = 2, WP_LOG_ERROR = 3 };
@@ -41,9 +41,9 @@ typedef struct wp_log_field {
     long long i;
 } wp_log_field;
 
-#define WP_LS(k, v) ((wp_log_field){.key = (k), .type = WP_LF_STR, .s = (v)})
-#define WP_LI(k, v) ((wp_log_field){.key = (k), .type = WP_LF_INT, .i = (long long)(v)})
-#define WP_LE(k, v) ((wp_log_field){.key = (k), .type = WP_LF_ERR, .i = (long long)(v)})
+#define WP_LS(k, v)      ((wp_log_field){.key = (k), .type = WP_LF_STR, .s = (v)})
+#define WP_LI(k, v)      ((wp_log_field){.key = (k), .type = WP_LF_INT, .i = (long long)(v)})
+#define WP_LE(k, v)      ((wp_log_field){.key = (k), .type = WP_LF_ERR, .i = (long long)(v)})
 #define WP_LSECRET(k, v) ((wp_log_field){.key = (k), .type = WP_LF_SECRET, .s = (v)})
 
 /* Process-wide configuration (call from main before starting loops). */
@@ -85,8 +85,8 @@ void wp_log_fields(int level, const char *msg, const wp_log_field *fields, size_
     } while (0)
 
 #define wp_log_debug(msg, ...) wp_log(WP_LOG_DEBUG, msg, ##__VA_ARGS__)
-#define wp_log_info(msg, ...) wp_log(WP_LOG_INFO, msg, ##__VA_ARGS__)
-#define wp_log_warn(msg, ...) wp_log(WP_LOG_WARN, msg, ##__VA_ARGS__)
+#define wp_log_info(msg, ...)  wp_log(WP_LOG_INFO, msg, ##__VA_ARGS__)
+#define wp_log_warn(msg, ...)  wp_log(WP_LOG_WARN, msg, ##__VA_ARGS__)
 #define wp_log_error(msg, ...) wp_log(WP_LOG_ERROR, msg, ##__VA_ARGS__)
 
 /*

@@ -34,8 +34,8 @@
 #include "buf.h"
 
 #define WP_TLS_OUT_MAX (256 * 1024) /* max ciphertext queued in a session's out-buffer */
-#define WP_TLS_IN_MAX (64 * 1024)   /* max ciphertext fed but not yet consumed */
-#define WP_SHA256_LEN 32
+#define WP_TLS_IN_MAX  (64 * 1024)  /* max ciphertext fed but not yet consumed */
+#define WP_SHA256_LEN  32
 
 typedef struct wp_tls_conf wp_tls_conf;
 typedef struct wp_tls wp_tls;

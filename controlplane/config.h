@@ -11,7 +11,7 @@
 
 #include "opts.h"
 
-#define CP_DEFAULT_LISTEN "0.0.0.0:8443"
+#define CP_DEFAULT_LISTEN    "0.0.0.0:8443"
 #define CP_DEFAULT_STATE_DIR "/var/lib/wolfpack"
 
 enum cp_command { CP_CMD_SERVE = 0, CP_CMD_HELP, CP_CMD_VERSION };
@@ -22,14 +22,14 @@ typedef struct cp_config {
     const char *state_dir; /* certificates, tokens, embedded database */
     const char *tls_cert;  /* PEM chain; with tls_key; NULL = generated in state dir */
     const char *tls_key;
-    int no_tls;     /* serve plain HTTP (behind a TLS-terminating ingress) */
-    int log_format; /* enum wp_log_format */
-    int log_level;  /* enum wp_log_level */
-    wp_strlist tls_sans; /* extra subject alt names for a generated certificate */
-    long long max_connections;     /* concurrent client connections */
-    long long header_timeout_s;    /* request headers must complete within this */
-    long long idle_timeout_s;      /* keep-alive connections idle longer are closed */
-    long long max_handshakes;      /* concurrent TLS handshakes */
+    int no_tls;                 /* serve plain HTTP (behind a TLS-terminating ingress) */
+    int log_format;             /* enum wp_log_format */
+    int log_level;              /* enum wp_log_level */
+    wp_strlist tls_sans;        /* extra subject alt names for a generated certificate */
+    long long max_connections;  /* concurrent client connections */
+    long long header_timeout_s; /* request headers must complete within this */
+    long long idle_timeout_s;   /* keep-alive connections idle longer are closed */
+    long long max_handshakes;   /* concurrent TLS handshakes */
 } cp_config;
 
 /*

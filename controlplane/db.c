@@ -28,11 +28,11 @@
 #include "log.h"
 
 enum req_kind {
-    REQ_QUERY,       /* parameterized statement, result to cb */
-    REQ_SCRIPT,      /* multi-statement trusted script, result to cb */
-    REQ_TX_BEGIN,    /* BEGIN, then tx to txcb */
-    REQ_SESS_BEGIN,  /* round trip, then tx to txcb */
-    REQ_TX_END,      /* COMMIT/ROLLBACK/DISCARD ALL, then donecb, tx freed */
+    REQ_QUERY,      /* parameterized statement, result to cb */
+    REQ_SCRIPT,     /* multi-statement trusted script, result to cb */
+    REQ_TX_BEGIN,   /* BEGIN, then tx to txcb */
+    REQ_SESS_BEGIN, /* round trip, then tx to txcb */
+    REQ_TX_END,     /* COMMIT/ROLLBACK/DISCARD ALL, then donecb, tx freed */
 };
 
 enum conn_state { C_WAIT, C_RESOLVING, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSED };
@@ -68,12 +68,12 @@ typedef struct cp_db_conn {
     uv_timer_t timer;
     uv_getaddrinfo_t gai;
     int gai_active;
-    cp_db_req *req;  /* in flight */
-    PGresult *keep;  /* chosen result of the statement in flight */
-    cp_db_tx *tx;    /* reservation */
+    cp_db_req *req;   /* in flight */
+    PGresult *keep;   /* chosen result of the statement in flight */
+    cp_db_tx *tx;     /* reservation */
     int fail_pending; /* error to report from the 0 ms timer */
     unsigned backoff_ms;
-    int was_up;       /* connected at least once since the last failure */
+    int was_up; /* connected at least once since the last failure */
 } cp_db_conn;
 
 struct cp_db_tx {
@@ -89,9 +89,9 @@ struct cp_db_tx {
 
 struct cp_db {
     uv_loop_t *loop;
-    char **kw;   /* connection keywords/values for PQconnectStartParams (NULL-terminated) */
+    char **kw; /* connection keywords/values for PQconnectStartParams (NULL-terminated) */
     char **vals;
-    int hostaddr_idx; /* index of the "hostaddr" slot we fill after resolving, or -1 */
+    int hostaddr_idx;   /* index of the "hostaddr" slot we fill after resolving, or -1 */
     char *resolve_host; /* host name to resolve, NULL if none */
     char *resolve_port;
     char desc[256];
@@ -103,8 +103,8 @@ struct cp_db {
     unsigned query_timeout_ms;
     unsigned connect_timeout_ms;
     unsigned backoff_min_ms, backoff_max_ms;
-    int down;     /* no connection up and the last attempt failed */
-    int quiet;    /* log at debug only (probes) */
+    int down;  /* no connection up and the last attempt failed */
+    int quiet; /* log at debug only (probes) */
     int closing;
     int pending_closes;
     cp_db_req *dead; /* requests to fail once closed */
@@ -384,8 +384,7 @@ static void conn_poll_closed_cb(uv_handle_t *h)
     if (c->want_events && c->pg && c->state != C_WAIT) {
         if (conn_watch(c, c->want_events) != 0)
             conn_broken(c, WP_ERR_CLOSED);
-    }
-    else if (c->state == C_WAIT && !uv_is_active((uv_handle_t *)&c->timer))
+    } else if (c->state == C_WAIT && !uv_is_active((uv_handle_t *)&c->timer))
         conn_timer_start(c, c->backoff_ms);
 }
 
@@ -601,9 +600,10 @@ static void conn_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     char ip[INET6_ADDRSTRLEN] = "";
     if (status == 0 && res) {
-        const void *a = res->ai_family == AF_INET6
-                            ? (const void *)&((struct sockaddr_in6 *)(void *)res->ai_addr)->sin6_addr
-                            : (const void *)&((struct sockaddr_in *)(void *)res->ai_addr)->sin_addr;
+        const void *a =
+            res->ai_family == AF_INET6
+                ? (const void *)&((struct sockaddr_in6 *)(void *)res->ai_addr)->sin6_addr
+                : (const void *)&((struct sockaddr_in *)(void *)res->ai_addr)->sin_addr;
         inet_ntop(res->ai_family, a, ip, sizeof ip);
     }
     uv_freeaddrinfo(res);
@@ -1086,8 +1086,8 @@ static int tx_usable(cp_db_tx *tx)
     return 0;
 }
 
-static int tx_send(cp_db_tx *tx, int kind, const char *sql, int nparams,
-                   const char *const *params, cp_db_result_cb cb, void *ud)
+static int tx_send(cp_db_tx *tx, int kind, const char *sql, int nparams, const char *const *params,
+                   cp_db_result_cb cb, void *ud)
 {
     if (!tx || !sql || !cb)
         return WP_ERR_INVAL;

@@ -43,16 +43,16 @@
 #include <libpq-fe.h>
 #include <uv.h>
 
-#define CP_DB_POOL_DEFAULT          4
-#define CP_DB_POOL_MAX              64
-#define CP_DB_QUEUE_MAX             1024    /* requests waiting for a connection */
-#define CP_DB_PARAMS_MAX            1024    /* parameters per statement */
-#define CP_DB_REQUEST_BYTES_MAX     1048576 /* sql + parameters of one request, bytes */
-#define CP_DB_QUERY_TIMEOUT_MS      10000
-#define CP_DB_CONNECT_TIMEOUT_MS    5000
-#define CP_DB_TX_IDLE_TIMEOUT_MS    30000 /* a reserved connection idle this long is reset */
-#define CP_DB_BACKOFF_MIN_MS        250
-#define CP_DB_BACKOFF_MAX_MS        30000
+#define CP_DB_POOL_DEFAULT       4
+#define CP_DB_POOL_MAX           64
+#define CP_DB_QUEUE_MAX          1024    /* requests waiting for a connection */
+#define CP_DB_PARAMS_MAX         1024    /* parameters per statement */
+#define CP_DB_REQUEST_BYTES_MAX  1048576 /* sql + parameters of one request, bytes */
+#define CP_DB_QUERY_TIMEOUT_MS   10000
+#define CP_DB_CONNECT_TIMEOUT_MS 5000
+#define CP_DB_TX_IDLE_TIMEOUT_MS 30000 /* a reserved connection idle this long is reset */
+#define CP_DB_BACKOFF_MIN_MS     250
+#define CP_DB_BACKOFF_MAX_MS     30000
 
 typedef struct cp_db cp_db;
 typedef struct cp_db_tx cp_db_tx;

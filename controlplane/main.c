@@ -4,7 +4,6 @@
  * every handle closed; SIGHUP: reload the TLS certificate), exit.
  */
 #include <signal.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +35,9 @@ static void cp_usage(FILE *out)
                  "\n"
                  "Flags (each also settable through the environment variable shown):\n");
     cp_config_usage(out);
-    fprintf(out, "\n"
-                 "Signals: SIGINT/SIGTERM shut down cleanly; SIGHUP reloads the TLS certificate.\n");
+    fprintf(out,
+            "\n"
+            "Signals: SIGINT/SIGTERM shut down cleanly; SIGHUP reloads the TLS certificate.\n");
 }
 
 static void cp_main_close_signals(cp_main *m)
@@ -49,7 +49,7 @@ static void cp_main_close_signals(cp_main *m)
 
 static void cp_main_server_closed(cp_server *s)
 {
-    cp_main *m = (cp_main *)((char *)s - offsetof(cp_main, server));
+    cp_main *m = s->data;
     cp_main_close_signals(m);
 }
 
@@ -123,6 +123,7 @@ int main(int argc, char **argv)
 
     uv_loop_init(&m.loop);
     cp_main_signals_init(&m);
+    m.server.data = &m;
     rc = cp_server_start(&m.server, &m.loop, &cfg, err, sizeof(err));
     if (rc != 0) {
         wp_log_error("cannot start", WP_LS("reason", err));

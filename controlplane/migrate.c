@@ -53,8 +53,7 @@ static void mig_finish(mig_run *m, int err)
 {
     m->err = err;
     if (err)
-        wp_log_error("database migration failed", WP_LE("err", err),
-                     WP_LI("applied", m->applied));
+        wp_log_error("database migration failed", WP_LE("err", err), WP_LI("applied", m->applied));
     else if (m->applied)
         wp_log_info("database migrations applied", WP_LI("count", m->applied),
                     WP_LI("version", m->list[m->n - 1].version));
@@ -65,10 +64,17 @@ static void mig_finish(mig_run *m, int err)
     mig_done_cb(0, m);
 }
 
+/* The server's primary message ("division by zero"), or "". */
+static const char *mig_errtext(const PGresult *res)
+{
+    const char *m = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    return m ? m : "";
+}
+
 static void log_sql_error(const char *msg, int version, PGresult *res)
 {
     wp_log_error(msg, WP_LI("version", version), WP_LS("sqlstate", cp_db_sqlstate(res)),
-                 WP_LS("detail", res ? PQresultErrorMessage(res) : ""));
+                 WP_LS("detail", mig_errtext(res)));
 }
 
 static void mig_commit_cb(int err, PGresult *res, void *ud)
@@ -201,8 +207,8 @@ static void mig_table_cb(int err, PGresult *res, void *ud)
         mig_finish(m, err);
         return;
     }
-    int rc = cp_db_tx_query(m->s, "SELECT version FROM schema_migrations ORDER BY version", 0,
-                            NULL, mig_versions_cb, m);
+    int rc = cp_db_tx_query(m->s, "SELECT version FROM schema_migrations ORDER BY version", 0, NULL,
+                            mig_versions_cb, m);
     if (rc)
         mig_finish(m, rc);
 }
@@ -240,8 +246,7 @@ static void mig_session_cb(int err, cp_db_tx *s, void *ud)
         mig_finish(m, rc);
 }
 
-int cp_migrate_run_list(cp_db *db, const cp_migration *list, size_t n, cp_migrate_cb cb,
-                        void *ud)
+int cp_migrate_run_list(cp_db *db, const cp_migration *list, size_t n, cp_migrate_cb cb, void *ud)
 {
     if (!db || !list || n == 0 || !cb)
         return WP_ERR_INVAL;

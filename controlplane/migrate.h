@@ -56,8 +56,7 @@ int cp_migrate_run(cp_db *db, cp_migrate_cb cb, void *ud);
 
 /* Same with an explicit list (tests). WP_ERR_INVAL also for an empty list, versions not
  * > 0 and strictly increasing, or a NULL name/sql. The list must outlive cb. */
-int cp_migrate_run_list(cp_db *db, const cp_migration *list, size_t n, cp_migrate_cb cb,
-                        void *ud);
+int cp_migrate_run_list(cp_db *db, const cp_migration *list, size_t n, cp_migrate_cb cb, void *ud);
 
 /* err 0 and version = highest applied version (0: none / no schema_migrations table). */
 typedef void (*cp_migrate_version_cb)(int err, int version, void *ud);

@@ -31,10 +31,10 @@
 #include "log.h"
 #include "pgembed.h"
 
-#define PG_PORT           "5432"
-#define PG_SOCK_PATH_MAX  107 /* sizeof(sun_path) - 1 */
-#define PG_PROBE_RETRY_MS 100
-#define PG_PIPE_DRAIN_MS  500
+#define PG_PORT            "5432"
+#define PG_SOCK_PATH_MAX   107 /* sizeof(sun_path) - 1 */
+#define PG_PROBE_RETRY_MS  100
+#define PG_PIPE_DRAIN_MS   500
 #define PG_UPTIME_RESET_MS 30000
 
 enum pg_state { PG_INITDB, PG_STARTING, PG_RUNNING, PG_BACKOFF, PG_FAILED, PG_STOPPING };
@@ -79,7 +79,7 @@ struct cp_pgembed {
     int child_handles; /* process + pipe handles whose close callback is pending */
     int64_t exit_status;
     int term_signal;
-    int child_fail;    /* error to report when the child finishes (deadline) */
+    int child_fail; /* error to report when the child finishes (deadline) */
     uv_process_t proc;
     struct pg_pipe out, err;
 
@@ -220,7 +220,8 @@ static void pipe_flush_line(struct pg_pipe *p)
     if (p->len == 0)
         return;
     p->line[p->len] = '\0';
-    wp_log_info("postgres output", WP_LS("proc", p->pg->child == CHILD_INITDB ? "initdb" : "postgres"),
+    wp_log_info("postgres output",
+                WP_LS("proc", p->pg->child == CHILD_INITDB ? "initdb" : "postgres"),
                 WP_LS("stream", p->stream), WP_LS("line", p->line));
     p->len = 0;
 }
@@ -483,8 +484,7 @@ static void probe_create_cb(int err, PGresult *res, void *ud)
     } else if (err == WP_ERR_CLOSED || err == WP_ERR_TIMEOUT) {
         probe_end(pg, PROBE_RETRY, err);
     } else {
-        wp_log_error("cannot create the wolfpack database",
-                     WP_LS("detail", res ? PQresultErrorMessage(res) : ""));
+        wp_log_error("cannot create the wolfpack database", WP_LS("sqlstate", cp_db_sqlstate(res)));
         probe_end(pg, PROBE_FAIL, WP_ERR_IO);
     }
 }
@@ -501,8 +501,8 @@ static void probe_check_cb(int err, PGresult *res, void *ud)
         return;
     }
     /* identifiers cannot be parameters; the name is a compile-time constant */
-    int rc = cp_db_query(pg->probe, "CREATE DATABASE " CP_PGEMBED_DBNAME, 0, NULL,
-                         probe_create_cb, pg);
+    int rc =
+        cp_db_query(pg->probe, "CREATE DATABASE " CP_PGEMBED_DBNAME, 0, NULL, probe_create_cb, pg);
     if (rc != 0)
         probe_end(pg, PROBE_RETRY, rc);
 }
@@ -533,7 +533,8 @@ static void ready_timer_cb(uv_timer_t *t)
     cp_pgembed *pg = t->data;
     if (pg->state != PG_STARTING)
         return;
-    wp_log_error("postgres not ready in time, stopping it", WP_LI("timeout_ms", pg->ready_timeout_ms));
+    wp_log_error("postgres not ready in time, stopping it",
+                 WP_LI("timeout_ms", pg->ready_timeout_ms));
     pg->child_fail = WP_ERR_TIMEOUT;
     probe_end(pg, PROBE_NONE, 0);
     uv_timer_stop(&pg->probe_timer);
@@ -543,9 +544,18 @@ static void ready_timer_cb(uv_timer_t *t)
 
 static void pg_spawn_postgres(cp_pgembed *pg)
 {
-    char *argv[] = {pg->postgres, "-D", pg->data, "-k", pg->run,
-                    "-c", "listen_addresses=", "-c", "unix_socket_permissions=0700",
-                    "-c", "port=" PG_PORT, NULL};
+    char *argv[] = {pg->postgres,
+                    "-D",
+                    pg->data,
+                    "-k",
+                    pg->run,
+                    "-c",
+                    "listen_addresses=",
+                    "-c",
+                    "unix_socket_permissions=0700",
+                    "-c",
+                    "port=" PG_PORT,
+                    NULL};
     pg->state = PG_STARTING;
     child_spawn(pg, CHILD_POSTGRES, argv);
     if (!pg->child_alive)
@@ -580,11 +590,20 @@ static void pg_schedule_restart(cp_pgembed *pg)
 
 static void pg_spawn_initdb(cp_pgembed *pg)
 {
-    char *argv[] = {pg->initdb, "-D", pg->data, "-U", CP_PGEMBED_USER,
-                    "--auth-local=trust", "--auth-host=reject", "-E", "UTF8",
-                    "--no-locale", NULL};
+    char *argv[] = {pg->initdb,
+                    "-D",
+                    pg->data,
+                    "-U",
+                    CP_PGEMBED_USER,
+                    "--auth-local=trust",
+                    "--auth-host=reject",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    NULL};
     pg->state = PG_INITDB;
-    wp_log_info("initializing postgres cluster", WP_LS("data", pg->data), WP_LS("bindir", pg->bindir));
+    wp_log_info("initializing postgres cluster", WP_LS("data", pg->data),
+                WP_LS("bindir", pg->bindir));
     child_spawn(pg, CHILD_INITDB, argv);
 }
 
@@ -683,8 +702,8 @@ int cp_pgembed_start(uv_loop_t *loop, const cp_pgembed_opts *opts, cp_pgembed **
     pg->loop = loop;
     pg->on_event = opts->on_event;
     pg->ud = opts->ud;
-    pg->ready_timeout_ms = opts->ready_timeout_ms ? opts->ready_timeout_ms
-                                                  : CP_PGEMBED_READY_TIMEOUT_MS;
+    pg->ready_timeout_ms =
+        opts->ready_timeout_ms ? opts->ready_timeout_ms : CP_PGEMBED_READY_TIMEOUT_MS;
     pg->backoff_min_ms = opts->backoff_min_ms ? opts->backoff_min_ms : CP_PGEMBED_BACKOFF_MIN_MS;
     int rc;
     if (opts->bindir) {

@@ -69,8 +69,8 @@ typedef struct cp_pgembed_opts {
     const char *state_dir; /* required; must exist */
     const char *bindir;    /* server binaries directory; NULL = search PATH, /usr/lib/postgresql */
     const char *run_as;    /* user for the children when root; NULL = wolfpack, else postgres */
-    unsigned ready_timeout_ms; /* 0 = CP_PGEMBED_READY_TIMEOUT_MS */
-    unsigned backoff_min_ms;   /* 0 = CP_PGEMBED_BACKOFF_MIN_MS */
+    unsigned ready_timeout_ms;    /* 0 = CP_PGEMBED_READY_TIMEOUT_MS */
+    unsigned backoff_min_ms;      /* 0 = CP_PGEMBED_BACKOFF_MIN_MS */
     cp_pgembed_event_cb on_event; /* may be NULL */
     void *ud;
 } cp_pgembed_opts;

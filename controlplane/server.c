@@ -84,8 +84,7 @@ static int cp_server_prepare_tls(cp_server *s, char *err, size_t cap)
     wp_tls_pin_format(pin, s->pin, sizeof(s->pin));
     wp_log_info(generated ? "generated tls certificate authority and server certificate"
                           : "using tls certificates from state directory",
-                WP_LS("ca", s->ca_file), WP_LS("cert", s->cert_file),
-                WP_LS("ca_pin", s->pin));
+                WP_LS("ca", s->ca_file), WP_LS("cert", s->cert_file), WP_LS("ca_pin", s->pin));
     return 0;
 }
 
@@ -149,13 +148,14 @@ static void cp_route_version(wp_http_req *req, void *ud)
 int cp_server_start(cp_server *s, uv_loop_t *loop, const cp_config *cfg, char *err, size_t cap)
 {
     int rc;
+    void *data = s->data;
     memset(s, 0, sizeof(*s));
+    s->data = data;
     s->loop = loop;
     s->cfg = cfg;
 
     if (cp_mkdir_p(cfg->state_dir, 0700) != 0) {
-        snprintf(err, cap, "cannot create state directory %s: %s", cfg->state_dir,
-                 strerror(errno));
+        snprintf(err, cap, "cannot create state directory %s: %s", cfg->state_dir, strerror(errno));
         return WP_ERR_IO;
     }
     if (!cfg->no_tls) {

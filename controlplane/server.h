@@ -23,6 +23,7 @@ typedef struct cp_server {
     char pin[80];       /* "sha256:<hex>" of the CA (or of the leaf when given) */
     char bound[128];    /* actual listen address */
     void (*on_closed)(struct cp_server *s);
+    void *data; /* owner's pointer, untouched by the server */
 } cp_server;
 
 /*

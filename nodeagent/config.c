@@ -58,12 +58,10 @@ static size_t na_config_table(na_config *cfg, struct na_config_raw *raw, wp_opt 
          "root of the sysfs tree read for GPU inventory", "/sys", 0, 0},
         {"nvml-lib", 0, WP_OPT_STRING, &cfg->nvml_lib, "WOLFPACK_NVML_LIB", "PATH",
          "NVML library loaded at run time", "libnvidia-ml.so.1", 0, 0},
-        {"wolf-restart-cmd", 0, WP_OPT_STRING, &cfg->wolf_restart_cmd,
-         "WOLFPACK_WOLF_RESTART_CMD", "CMD", "command run when Wolf stays unhealthy", "none", 0,
-         0},
-        {"status-listen", 0, WP_OPT_STRING, &cfg->status_listen, "WOLFPACK_STATUS_LISTEN",
-         "ADDR", "local /healthz /readyz /metrics endpoint, or 'none'", NA_DEFAULT_STATUS_LISTEN,
-         0, 0},
+        {"wolf-restart-cmd", 0, WP_OPT_STRING, &cfg->wolf_restart_cmd, "WOLFPACK_WOLF_RESTART_CMD",
+         "CMD", "command run when Wolf stays unhealthy", "none", 0, 0},
+        {"status-listen", 0, WP_OPT_STRING, &cfg->status_listen, "WOLFPACK_STATUS_LISTEN", "ADDR",
+         "local /healthz /readyz /metrics endpoint, or 'none'", NA_DEFAULT_STATUS_LISTEN, 0, 0},
         {"log-format", 0, WP_OPT_STRING, &raw->log_format, "WOLFPACK_LOG_FORMAT", "FMT",
          "logfmt or json", "logfmt", 0, 0},
         {"log-level", 0, WP_OPT_STRING, &raw->log_level, "WOLFPACK_LOG_LEVEL", "LEVEL",
@@ -110,8 +108,7 @@ int na_service_parse(const char *spec, na_service *out, char *err, size_t cap)
     const char *eq = strchr(spec, '=');
     memset(out, 0, sizeof(*out));
     if (!eq || !na_name_valid(spec, (size_t)(eq - spec))) {
-        snprintf(err, cap, "--service %.80s: expected NAME=unix:/path or NAME=tcp:host:port",
-                 spec);
+        snprintf(err, cap, "--service %.80s: expected NAME=unix:/path or NAME=tcp:host:port", spec);
         return WP_ERR_INVAL;
     }
     memcpy(out->name, spec, (size_t)(eq - spec));
@@ -264,9 +261,10 @@ int na_config_parse(na_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
         if (dot)
             *dot = '\0';
         if (!na_node_id_valid(host)) {
-            snprintf(err, cap,
-                     "host name '%.80s' is not a valid node id: set --node-id ([a-z0-9][a-z0-9-]{0,62})",
-                     host);
+            snprintf(
+                err, cap,
+                "host name '%.80s' is not a valid node id: set --node-id ([a-z0-9][a-z0-9-]{0,62})",
+                host);
             return WP_ERR_INVAL;
         }
         snprintf(cfg->node_id, sizeof(cfg->node_id), "%s", host);
@@ -297,8 +295,8 @@ int na_config_parse(na_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
         if (rc != 0)
             return rc;
     }
-    if (cfg->command == NA_CMD_RUN && cfg->url &&
-        strncmp(cfg->url, "wss://", 6) != 0 && strncmp(cfg->url, "https://", 8) != 0) {
+    if (cfg->command == NA_CMD_RUN && cfg->url && strncmp(cfg->url, "wss://", 6) != 0 &&
+        strncmp(cfg->url, "https://", 8) != 0) {
         snprintf(err, cap, "--url must start with wss:// (or https://)");
         return WP_ERR_INVAL;
     }

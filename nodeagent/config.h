@@ -14,17 +14,17 @@
 #include "opts.h"
 #include "tls.h"
 
-#define NA_MAX_SERVICES 16
-#define NA_MAX_LABELS 32
+#define NA_MAX_SERVICES          16
+#define NA_MAX_LABELS            32
 #define NA_DEFAULT_STATUS_LISTEN "127.0.0.1:9465"
-#define NA_NODE_ID_MAX 63
+#define NA_NODE_ID_MAX           63
 
 enum na_command { NA_CMD_RUN = 0, NA_CMD_PROBE, NA_CMD_HELP, NA_CMD_VERSION };
 enum na_service_kind { NA_SVC_UNIX = 0, NA_SVC_TCP };
 
 typedef struct na_service {
     char name[32];
-    int kind; /* enum na_service_kind */
+    int kind;         /* enum na_service_kind */
     char target[256]; /* unix socket path, or host */
     int port;         /* tcp only */
 } na_service;

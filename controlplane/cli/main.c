@@ -48,8 +48,7 @@ static size_t wpc_table(wpc_config *c, wp_opt *t, size_t cap)
         {"timeout", 0, WP_OPT_INT, &c->timeout_s, "WOLFPACK_TIMEOUT", "SECONDS",
          "give up on a request after this long", "30", 1, 3600},
         {"help", 'h', WP_OPT_BOOL, &c->help, NULL, NULL, "show this help and exit", NULL, 0, 0},
-        {"version", 'V', WP_OPT_BOOL, &c->version, NULL, NULL, "show version and exit", NULL, 0,
-         0},
+        {"version", 'V', WP_OPT_BOOL, &c->version, NULL, NULL, "show version and exit", NULL, 0, 0},
     };
     size_t n = sizeof(opts) / sizeof(opts[0]);
     if (n > cap)
@@ -64,20 +63,19 @@ static void wpc_usage(FILE *out)
     wp_opt t[16];
     memset(&c, 0, sizeof(c));
     size_t n = wpc_table(&c, t, 16);
-    fprintf(out,
-            "Usage: wolfpack [flags] <command> [args]\n"
-            "\n"
-            "wolfpack is the command-line client of the wolfpack control plane (wolfpackd).\n"
-            "\n"
-            "Commands:\n"
-            "  version                      this client's version; with --server, also the "
-            "server's\n"
-            "  nodes list|get|drain|undrain|delete   GPU nodes and their health\n"
-            "  sessions list|get|create|delete       streaming sessions\n"
-            "  tokens list|create|revoke             API and agent tokens\n"
-            "  events list                           the audit trail\n"
-            "\n"
-            "Flags (each also settable through the environment variable shown):\n");
+    fprintf(out, "Usage: wolfpack [flags] <command> [args]\n"
+                 "\n"
+                 "wolfpack is the command-line client of the wolfpack control plane (wolfpackd).\n"
+                 "\n"
+                 "Commands:\n"
+                 "  version                      this client's version; with --server, also the "
+                 "server's\n"
+                 "  nodes list|get|drain|undrain|delete   GPU nodes and their health\n"
+                 "  sessions list|get|create|delete       streaming sessions\n"
+                 "  tokens list|create|revoke             API and agent tokens\n"
+                 "  events list                           the audit trail\n"
+                 "\n"
+                 "Flags (each also settable through the environment variable shown):\n");
     wp_opts_usage(out, t, n);
     fprintf(out, "\n"
                  "Exit status: 0 success, 1 the server refused or failed, 2 usage error,\n"

@@ -58,6 +58,10 @@ class Wolfpackd:
         self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT, env=e)
         self.wait_listening()
 
+    def logged(self, msg):
+        """True if a line with this msg was logged (logfmt or JSON)."""
+        return re.search(r'msg="?%s|"msg":"%s' % (re.escape(msg), re.escape(msg)), self.log()) is not None
+
     def log(self):
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
@@ -67,7 +71,7 @@ class Wolfpackd:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("wolfpackd exited early (%d):\n%s" % (self.proc.returncode, self.log()))
-            if "msg=listening" in self.log() or '"msg":"listening"' in self.log():
+            if re.search(r'msg="?listening|"msg":"listening"', self.log()):
                 return
             time.sleep(0.05)
         raise RuntimeError("wolfpackd did not start listening:\n" + self.log())

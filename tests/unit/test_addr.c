@@ -117,9 +117,9 @@ WP_TEST(hostport_split)
     WP_CHECK_STR(host, "10.0.0.1");
     WP_CHECK_EQ(port, 1);
 
-    const char *bad[] = {"cp.example.com",  "cp.example.com:", ":8443",        "host:0",
-                         "host:65536",      "ho st:80",        "host:80:90",   "[::1]",
-                         "[nothex]:80",     "-host:80",        "host/evil:80", "[::1]:80x",
+    const char *bad[] = {"cp.example.com", "cp.example.com:", ":8443",        "host:0",
+                         "host:65536",     "ho st:80",        "host:80:90",   "[::1]",
+                         "[nothex]:80",    "-host:80",        "host/evil:80", "[::1]:80x",
                          "host\r\nx:80"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int rc = wp_hostport_split(bad[i], host, sizeof(host), &port);

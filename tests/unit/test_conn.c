@@ -280,9 +280,8 @@ WP_TEST(conn_close_inside_on_data)
     cl.payload = malloc(cl.total);
     fill_payload(cl.payload, cl.total);
     wp_buf_init(&cl.got, 100);
-    WP_CHECK_EQ(wp_conn_connect(&loop, "127.0.0.1", s.port, NULL, NULL, 5000, NULL, cli_connected,
-                                &cl),
-                0);
+    WP_CHECK_EQ(
+        wp_conn_connect(&loop, "127.0.0.1", s.port, NULL, NULL, 5000, NULL, cli_connected, &cl), 0);
     while (cl.closed == 0)
         uv_run(&loop, UV_RUN_ONCE);
     WP_CHECK_EQ(cl.status, 0);
@@ -323,9 +322,8 @@ WP_TEST(conn_connect_failures)
     int port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
     uv_close((uv_handle_t *)&t, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
-    WP_CHECK_EQ(wp_conn_connect(&loop, "127.0.0.1", port, NULL, NULL, 2000, NULL, cli_connected,
-                                &cl),
-                0);
+    WP_CHECK_EQ(
+        wp_conn_connect(&loop, "127.0.0.1", port, NULL, NULL, 2000, NULL, cli_connected, &cl), 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     WP_CHECK_EQ(cl.done, 1);
     WP_CHECK_EQ(cl.status, WP_ERR_IO);
@@ -394,9 +392,8 @@ static void tls_confs(wp_tls_conf **srv, wp_tls_conf **cli)
 {
     char err[256];
     *srv = *cli = NULL;
-    WP_CHECK_EQ(wp_tls_conf_server_new(srv, g_paths.server_crt, g_paths.server_key, err,
-                                       sizeof(err)),
-                0);
+    WP_CHECK_EQ(
+        wp_tls_conf_server_new(srv, g_paths.server_crt, g_paths.server_key, err, sizeof(err)), 0);
     wp_tls_client_opts o = {.ca_file = g_paths.ca_crt};
     WP_CHECK_EQ(wp_tls_conf_client_new(cli, &o, err, sizeof(err)), 0);
 }
@@ -469,7 +466,8 @@ WP_TEST(conn_tls_client_timeout)
 typedef struct raw_cli {
     uv_tcp_t tcp;
     uv_connect_t req;
-    int connected, eof;
+    uv_write_t wreq;
+    int connected, eof, send_bytes;
 } raw_cli;
 
 static void raw_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
@@ -490,23 +488,59 @@ static void raw_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
     }
 }
 
+static void raw_written(uv_write_t *req, int status)
+{
+    (void)req;
+    (void)status;
+}
+
 static void raw_connected(uv_connect_t *req, int status)
 {
     raw_cli *r = req->data;
+    /* the first 4 bytes of a TLS handshake record: a ClientHello that never completes */
+    static char partial_hello[] = {0x16, 0x03, 0x01, 0x00};
     r->connected = status == 0;
-    if (status == 0)
-        uv_read_start((uv_stream_t *)&r->tcp, raw_alloc, raw_read);
+    if (status != 0)
+        return;
+    uv_read_start((uv_stream_t *)&r->tcp, raw_alloc, raw_read);
+    if (r->send_bytes) {
+        uv_buf_t b = uv_buf_init(partial_hello, sizeof(partial_hello));
+        uv_write(&r->wreq, (uv_stream_t *)&r->tcp, &b, 1, raw_written);
+    }
 }
 
-static void raw_connect(uv_loop_t *loop, raw_cli *r, int port)
+static void raw_connect(uv_loop_t *loop, raw_cli *r, int port, int send_bytes)
 {
     memset(r, 0, sizeof(*r));
     uv_tcp_init(loop, &r->tcp);
     r->tcp.data = r;
     r->req.data = r;
+    r->send_bytes = send_bytes;
     struct sockaddr_in sin;
     uv_ip4_addr("127.0.0.1", port, &sin);
     uv_tcp_connect(&r->req, &r->tcp, (struct sockaddr *)&sin, raw_connected);
+}
+
+static void real_client_roundtrip(uv_loop_t *loop, wp_tls_conf *cli, int port, uint64_t max_ms)
+{
+    client cl;
+    memset(&cl, 0, sizeof(cl));
+    cl.total = cl.want = 64;
+    cl.payload = malloc(64);
+    fill_payload(cl.payload, 64);
+    wp_buf_init(&cl.got, 128);
+    uint64_t t1 = uv_now(loop);
+    WP_CHECK_EQ(
+        wp_conn_connect(loop, "127.0.0.1", port, cli, "localhost", 5000, NULL, cli_connected, &cl),
+        0);
+    while (cl.closed == 0 && !(cl.done && !cl.c) && uv_now(loop) - t1 < 5000)
+        uv_run(loop, UV_RUN_ONCE);
+    WP_CHECK_EQ(cl.status, 0);
+    WP_CHECK_EQ(wp_buf_len(&cl.got), 64);
+    if (max_ms)
+        WP_CHECK(uv_now(loop) - t1 < max_ms);
+    free(cl.payload);
+    wp_buf_free(&cl.got);
 }
 
 WP_TEST(conn_tls_handshake_gate)
@@ -522,58 +556,62 @@ WP_TEST(conn_tls_handshake_gate)
     s.tls = srv;
     wp_conn_gate_init(&s.gate, 1, 3);
     s.lim.handshake_timeout_ms = 300;
-    raw_cli raw[8];
+    raw_cli raw[9];
+    /* phase A: five clients send a partial ClientHello: 1 takes the slot, 3 queue, the
+     * 5th finds the queue full and is closed; the stalled ones hit the deadline */
     for (int i = 0; i < 5; i++)
-        raw_connect(&loop, &raw[i], s.port);
-    /* phase A: 1 active + 3 queued; the 5th is closed at once; all four stalled ones time out */
+        raw_connect(&loop, &raw[i], s.port, 1);
     uint64_t t0 = uv_now(&loop);
-    while (s.accepted + s.busy < 5 && uv_now(&loop) - t0 < 2000)
+    while ((s.gate.active + s.gate.queued < 4 || s.errors < 1) && uv_now(&loop) - t0 < 2000)
         uv_run(&loop, UV_RUN_ONCE);
-    WP_CHECK_EQ(s.accepted, 4);
-    WP_CHECK_EQ(s.busy, 1);
+    WP_CHECK_EQ(s.accepted, 5);
     WP_CHECK_EQ(s.gate.active, 1);
     WP_CHECK_EQ(s.gate.queued, 3);
-    while (s.errors < 4 && uv_now(&loop) - t0 < 3000)
+    WP_CHECK_EQ(s.errors, 1); /* queue full */
+    while (s.errors < 5 && uv_now(&loop) - t0 < 3000)
         uv_run(&loop, UV_RUN_ONCE);
-    WP_CHECK_EQ(s.errors, 4); /* handshake / queue timeouts */
+    WP_CHECK_EQ(s.errors, 5); /* handshake / queue timeouts */
     WP_CHECK(uv_now(&loop) - t0 >= 250);
     WP_CHECK_EQ(s.gate.active, 0);
     WP_CHECK_EQ(s.gate.queued, 0);
-    /* phase B: three stalled connections hold the slot and the queue; a real client queues
-     * behind them and succeeds once they hit the timeout (its own deadline starts at admission) */
-    for (int i = 5; i < 8; i++)
-        raw_connect(&loop, &raw[i], s.port);
-    while (s.accepted < 7 && uv_now(&loop) - t0 < 4000)
+
+    /* phase B: silent connections hold no handshake slot: a real client succeeds at once
+     * while four of them are open, and they are closed at their deadline */
+    for (int i = 5; i < 9; i++)
+        raw_connect(&loop, &raw[i], s.port, 0);
+    while (s.accepted < 9 && uv_now(&loop) - t0 < 4000)
         uv_run(&loop, UV_RUN_ONCE);
-    WP_CHECK_EQ(s.accepted, 7);
-    client cl;
-    memset(&cl, 0, sizeof(cl));
-    cl.total = cl.want = 64;
-    cl.payload = malloc(64);
-    fill_payload(cl.payload, 64);
-    wp_buf_init(&cl.got, 128);
-    uint64_t t1 = uv_now(&loop);
-    WP_CHECK_EQ(wp_conn_connect(&loop, "127.0.0.1", s.port, cli, "localhost", 5000, NULL,
-                                cli_connected, &cl),
-                0);
-    while (cl.closed == 0 && !(cl.done && !cl.c) && uv_now(&loop) - t1 < 5000)
-        uv_run(&loop, UV_RUN_ONCE);
-    WP_CHECK_EQ(cl.status, 0);
-    WP_CHECK_EQ(wp_buf_len(&cl.got), 64);
-    WP_CHECK(uv_now(&loop) - t1 >= 250);
-    WP_CHECK_EQ(s.errors, 7);
+    WP_CHECK_EQ(s.accepted, 9);
+    WP_CHECK_EQ(s.gate.active, 0);
+    real_client_roundtrip(&loop, cli, s.port, 250);
     WP_CHECK_EQ(s.ready, 1);
-    for (int i = 0; i < 8; i++) {
+
+    /* phase C: a real client queued behind a stalled slot holder gets through when the
+     * holder's deadline passes */
+    raw_cli holder;
+    raw_connect(&loop, &holder, s.port, 1);
+    while (s.gate.active < 1 && uv_now(&loop) - t0 < 5000)
+        uv_run(&loop, UV_RUN_ONCE);
+    WP_CHECK_EQ(s.gate.active, 1);
+    real_client_roundtrip(&loop, cli, s.port, 0);
+    WP_CHECK_EQ(s.ready, 2);
+
+    uint64_t t2 = uv_now(&loop);
+    while (!holder.eof && uv_now(&loop) - t2 < 3000)
+        uv_run(&loop, UV_RUN_ONCE);
+    for (int i = 0; i < 9; i++) {
+        while (!raw[i].eof && uv_now(&loop) - t2 < 3000)
+            uv_run(&loop, UV_RUN_ONCE);
         WP_CHECK(raw[i].connected);
         WP_CHECK(raw[i].eof);
         uv_close((uv_handle_t *)&raw[i].tcp, NULL);
     }
+    WP_CHECK(holder.eof);
+    uv_close((uv_handle_t *)&holder.tcp, NULL);
     srv_stop(&s);
     WP_CHECK_LOOP_CLOSED(&loop);
     WP_CHECK_EQ(s.gate.active, 0);
     WP_CHECK_EQ(s.gate.queued, 0);
-    free(cl.payload);
-    wp_buf_free(&cl.got);
     wp_tls_conf_unref(srv);
     wp_tls_conf_unref(cli);
 }

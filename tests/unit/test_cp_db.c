@@ -266,9 +266,8 @@ WP_TEST(db_refusals)
                                         d, sizeof d),
                 0);
     WP_CHECK_STR(d, "host=db.example dbname=wp");
-    WP_CHECK_EQ(cp_db_conninfo_describe("postgresql://u:topsecretpw@db.example:5433/prod", d,
-                                        sizeof d),
-                0);
+    WP_CHECK_EQ(
+        cp_db_conninfo_describe("postgresql://u:topsecretpw@db.example:5433/prod", d, sizeof d), 0);
     WP_CHECK(strstr(d, "topsecretpw") == NULL);
     WP_CHECK_STR(d, "host=db.example dbname=prod");
     WP_CHECK_EQ(cp_db_conninfo_describe("password='x", d, sizeof d), WP_ERR_INVAL);
@@ -325,7 +324,9 @@ WP_TEST(db_hostile_params)
         "$1 $2 ::int",
         "%s%s%n%x",
         "Robert'); DELETE FROM t_params WHERE ('1'='1",
-        "\xc3\xbc" "nic\xc3\xb8" "de \xe2\x9c\x93",
+        "\xc3\xbc"
+        "nic\xc3\xb8"
+        "de \xe2\x9c\x93",
         "",
         "E'\\x00'",
     };

@@ -27,9 +27,8 @@ WP_TEST(router_add_validation)
     WP_CHECK_EQ(wp_http_router_add(&r, "GET", "/ok", h_a, NULL, 0), 0);
     WP_CHECK_EQ(wp_http_router_add(&r, "GET", "/ok", h_a, NULL, 0), WP_ERR_EXISTS);
     WP_CHECK_EQ(wp_http_router_add(&r, "POST", "/ok", h_a, NULL, 0), 0);
-    const char *bad[] = {"",        "ok",          "/a//b",     "/a/",      "/{}",
-                         "/{a",     "/a}/b",       "/{a b}",    "/{x...}/y", "/{x}/{x}",
-                         "/x{y}",   "/{...}",      "/{a}{b}"};
+    const char *bad[] = {"",       "ok",        "/a//b",    "/a/",   "/{}",    "/{a",    "/a}/b",
+                         "/{a b}", "/{x...}/y", "/{x}/{x}", "/x{y}", "/{...}", "/{a}{b}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int rc = wp_http_router_add(&r, "GET", bad[i], h_a, NULL, 0);
         if (rc != WP_ERR_INVAL)
@@ -113,9 +112,13 @@ WP_TEST(router_match_precedence)
     WP_CHECK_EQ(wp_http_router_match(&r, "PATCH", "/any", &m), 0);
     WP_CHECK_EQ(tag(&m), 8);
     wp_http_match_free(&m);
+    /* HEAD is served by GET routes */
+    WP_CHECK_EQ(wp_http_router_match(&r, "HEAD", "/healthz", &m), 0);
+    WP_CHECK_EQ(tag(&m), 1);
+    wp_http_match_free(&m);
     /* not found: trailing slash, empty segment, case, unknown */
-    const char *nf[] = {"/healthz/", "/Healthz", "/api/v1/nodes", "//healthz", "/nope",
-                        "healthz",   "/api/v1/nodes//x", "/%68ealthz"};
+    const char *nf[] = {"/healthz/", "/Healthz", "/api/v1/nodes",    "//healthz",
+                        "/nope",     "healthz",  "/api/v1/nodes//x", "/%68ealthz"};
     for (size_t i = 0; i < sizeof(nf) / sizeof(nf[0]); i++) {
         int rc = wp_http_router_match(&r, "GET", nf[i], &m);
         if (rc != WP_ERR_NOT_FOUND)
@@ -138,9 +141,9 @@ WP_TEST(router_hostile_params)
     WP_CHECK_EQ(wp_http_router_add(&r, "GET", "/n/{id}", h_a, (void *)1, 0), 0);
     WP_CHECK_EQ(wp_http_router_add(&r, "GET", "/p/{path...}", h_a, (void *)2, 0), 0);
     wp_http_match m;
-    const char *bad[] = {"/n/a%2Fb", "/n/a%2fb", "/n/%00", "/n/a%0", "/n/a%zz", "/n/%2e%2e",
-                         "/n/..",    "/n/.",     "/p/a/../b", "/p/%2e%2E/x", "/p/a%00b",
-                         "/p/./x",   "/p/a/%2e"};
+    const char *bad[] = {"/n/a%2Fb",  "/n/a%2fb", "/n/%00",  "/n/a%0",    "/n/a%zz",
+                         "/n/%2e%2e", "/n/..",    "/n/.",    "/p/a/../b", "/p/%2e%2E/x",
+                         "/p/a%00b",  "/p/./x",   "/p/a/%2e"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int rc = wp_http_router_match(&r, "GET", bad[i], &m);
         if (rc != WP_ERR_INVAL)

