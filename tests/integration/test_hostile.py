@@ -271,9 +271,13 @@ def test_connection_flood(wp):
 
 def test_no_fd_leak(wp):
     time.sleep(0.5)
+    # one warm-up round (allocator arenas, TLS caches), then measure
+    test_oversized_header(wp)
+    test_ten_thousand_headers(wp)
     base = wp.fd_count()
     rss0 = wp.rss_kb()
-    for _ in range(3):
+    for _ in range(5):
+        test_ten_thousand_headers(wp)
         test_oversized_header(wp)
         test_bad_chunked(wp)
         test_smuggling(wp)
@@ -282,7 +286,9 @@ def test_no_fd_leak(wp):
     while wp.fd_count() > base and time.time() < deadline:
         time.sleep(0.1)
     assert wp.fd_count() <= base, (wp.fd_count(), base)
-    assert wp.rss_kb() < rss0 + 64 * 1024, (rss0, wp.rss_kb())
+    grown = wp.rss_kb() - rss0
+    print("  fds %d -> %d, rss %d KiB -> %d KiB" % (base, wp.fd_count(), rss0, wp.rss_kb()))
+    assert grown < 32 * 1024, (rss0, wp.rss_kb())
 
 
 def test_sighup_reload(wp):
