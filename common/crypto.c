@@ -149,7 +149,7 @@ int wp_hex_encode(const void *p, size_t n, char *out, size_t cap)
     return 0;
 }
 
-static int wp_hex_val(char c)
+int wp_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -165,12 +165,12 @@ int wp_hex_decode(const char *s, size_t slen, uint8_t *out, size_t cap, size_t *
     if (slen % 2 != 0)
         return WP_ERR_MALFORMED;
     for (size_t i = 0; i < slen; i++)
-        if (wp_hex_val(s[i]) < 0)
+        if (wp_hex_digit(s[i]) < 0)
             return WP_ERR_MALFORMED;
     if (cap < slen / 2)
         return WP_ERR_LIMIT;
     for (size_t i = 0; i < slen / 2; i++)
-        out[i] = (uint8_t)(wp_hex_val(s[2 * i]) << 4 | wp_hex_val(s[2 * i + 1]));
+        out[i] = (uint8_t)(wp_hex_digit(s[2 * i]) << 4 | wp_hex_digit(s[2 * i + 1]));
     if (olen)
         *olen = slen / 2;
     return 0;

@@ -53,6 +53,8 @@ int wp_hex_encode(const void *p, size_t n, char *out, size_t cap);
  * Decodes slen hex characters (either case) into out; *olen (may be NULL) gets
  * slen / 2. Returns 0, WP_ERR_MALFORMED (odd length, non-hex) or WP_ERR_LIMIT.
  */
+/* Value of one hex digit (either case), or -1. */
+int wp_hex_digit(char c);
 int wp_hex_decode(const char *s, size_t slen, uint8_t *out, size_t cap, size_t *olen);
 
 /* Encoded length of n bytes (without NUL); SIZE_MAX if it would overflow. */

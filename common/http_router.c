@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "crypto.h"
 #include "err.h"
 #include "http_internal.h"
 
@@ -151,17 +152,6 @@ int wp_http_router_add(wp_http_router *r, const char *method, const char *patter
     return 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int wp_http_pct_decode(const char *s, size_t n, char *out, size_t cap, int plus_space)
 {
     size_t o = 0;
@@ -170,7 +160,7 @@ int wp_http_pct_decode(const char *s, size_t n, char *out, size_t cap, int plus_
         if (c == '%') {
             if (i + 2 >= n)
                 return WP_ERR_INVAL;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+            int hi = wp_hex_digit(s[i + 1]), lo = wp_hex_digit(s[i + 2]);
             if (hi < 0 || lo < 0)
                 return WP_ERR_INVAL;
             c = (char)(hi * 16 + lo);

@@ -16,7 +16,7 @@
 #define WP_JSON_INT_LIMIT 9007199254740992.0 /* 2^53 */
 
 /* Length of the valid UTF-8 sequence at p (1..4) or 0 if invalid / truncated. */
-static size_t wp_utf8_seq(const unsigned char *p, size_t n)
+size_t wp_utf8_seq_len(const unsigned char *p, size_t n)
 {
     unsigned char c = p[0];
     if (c < 0x80)
@@ -52,7 +52,7 @@ int wp_utf8_valid(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
-        size_t l = wp_utf8_seq(p + i, n - i);
+        size_t l = wp_utf8_seq_len(p + i, n - i);
         if (l == 0)
             return 0;
         i += l;
@@ -86,7 +86,7 @@ static int wp_json_prescan(const unsigned char *t, size_t len, int max_depth)
             } else if (c < 0x20) {
                 return WP_ERR_MALFORMED;
             } else if (c >= 0x80) {
-                size_t l = wp_utf8_seq(t + i, len - i);
+                size_t l = wp_utf8_seq_len(t + i, len - i);
                 if (l == 0)
                     return WP_ERR_MALFORMED;
                 i += l - 1;
@@ -404,7 +404,7 @@ static int wp_json_put_escaped(wp_buf *out, const char *s, size_t n)
             snprintf(esc, sizeof esc, "\\u%04x", c);
             e = esc;
         } else if (c >= 0x80) {
-            size_t l = wp_utf8_seq(p + i, n - i);
+            size_t l = wp_utf8_seq_len(p + i, n - i);
             if (l == 0)
                 e = "\\ufffd";
             else

@@ -69,6 +69,13 @@ int wp_json_get_bool(const cJSON *o, const char *name, int *out);
 /* Nonzero if s[0..n) is valid UTF-8 (no overlongs, surrogates or code points > U+10FFFF). */
 int wp_utf8_valid(const char *s, size_t n);
 
+/*
+ * Length (1..4) of the valid UTF-8 sequence at p (n bytes available), or 0 if
+ * the bytes there are not valid UTF-8 (overlong, surrogate, > U+10FFFF,
+ * truncated, stray continuation byte).
+ */
+size_t wp_utf8_seq_len(const unsigned char *p, size_t n);
+
 /* Compact JSON text of v; free with cJSON_free. NULL on allocation failure. */
 char *wp_json_print(const cJSON *v);
 

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "err.h"
+#include "json.h"
 #include "log.h"
 
 #define WP_LOG_REDACTED   "[REDACTED]"
@@ -182,44 +183,6 @@ static size_t wp_log_redact(const char *s, size_t n, char *out)
     return olen;
 }
 
-/*
- * Length of the valid UTF-8 sequence at p (1..4), or 0 if the bytes there are
- * not valid UTF-8 (overlong, surrogate, > U+10FFFF, truncated, stray continuation).
- */
-static size_t wp_log_utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (p[i] < 0x80 || p[i] > 0xbf)
-            return 0;
-    return len;
-}
-
 /* Line writer: appends stop at `lim`; closing text may use up to `hard`. */
 struct wp_log_wr {
     char *p;
@@ -264,7 +227,7 @@ static int wp_log_needs_quote(const char *s, size_t n)
         unsigned char c = (unsigned char)s[i];
         if (c <= 0x20 || c == '"' || c == '=' || c == '\\' || c == 0x7f)
             return 1;
-        size_t l = wp_log_utf8_len((const unsigned char *)s + i, n - i);
+        size_t l = wp_utf8_seq_len((const unsigned char *)s + i, n - i);
         if (l == 0)
             return 1;
         i += l;
@@ -316,7 +279,7 @@ static int wp_log_escape(struct wp_log_wr *w, int format, const char *s, size_t 
             e = s + i;
             elen = 1;
         } else {
-            size_t l = wp_log_utf8_len((const unsigned char *)s + i, n - i);
+            size_t l = wp_utf8_seq_len((const unsigned char *)s + i, n - i);
             if (l) {
                 e = s + i;
                 elen = l;

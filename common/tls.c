@@ -39,6 +39,7 @@
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
 
+#include "crypto.h"
 #include "err.h"
 #include "tls.h"
 
@@ -742,17 +743,6 @@ const char *wp_tls_last_error(const wp_tls *t)
 
 /* ---- pins ---- */
 
-static int wp_tls_hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 int wp_tls_pin_parse(const char *s, uint8_t pin[WP_SHA256_LEN])
 {
     static const char prefix[] = "sha256:";
@@ -762,12 +752,9 @@ int wp_tls_pin_parse(const char *s, uint8_t pin[WP_SHA256_LEN])
     if (strlen(s) != 2 * WP_SHA256_LEN)
         return WP_ERR_INVAL;
     uint8_t tmp[WP_SHA256_LEN];
-    for (size_t i = 0; i < WP_SHA256_LEN; i++) {
-        int hi = wp_tls_hexval(s[2 * i]), lo = wp_tls_hexval(s[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return WP_ERR_INVAL;
-        tmp[i] = (uint8_t)(hi << 4 | lo);
-    }
+    size_t n = 0;
+    if (wp_hex_decode(s, 2 * WP_SHA256_LEN, tmp, sizeof(tmp), &n) != 0 || n != WP_SHA256_LEN)
+        return WP_ERR_INVAL;
     memcpy(pin, tmp, WP_SHA256_LEN);
     return 0;
 }
