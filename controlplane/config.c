@@ -29,6 +29,13 @@ static size_t cp_config_table(cp_config *cfg, struct cp_config_raw *raw, wp_opt 
          "private key for --tls-cert (PEM); reloaded on SIGHUP", NULL, 0, 0},
         {"tls-san", 0, WP_OPT_LIST, &cfg->tls_sans, "WOLFPACK_TLS_SANS", "NAME",
          "extra DNS name or IP for the generated server certificate", NULL, 0, 0},
+        {"database-url", 0, WP_OPT_STRING, &cfg->database_url, "WOLFPACK_DATABASE_URL", "URL",
+         "PostgreSQL server (postgresql://user:pass@host/db); prefer the env var: it may hold a "
+         "password",
+         "embedded cluster in DIR/postgres", 0, 0},
+        {"advertise-url", 0, WP_OPT_STRING, &cfg->advertise_url, "WOLFPACK_ADVERTISE_URL", "URL",
+         "address agents dial (wss://host:port), used in the printed join command",
+         "wss://<host name>:<listen port>", 0, 0},
         {"no-tls", 0, WP_OPT_BOOL, &cfg->no_tls, "WOLFPACK_NO_TLS", NULL,
          "serve plain HTTP (only behind a TLS-terminating ingress)", NULL, 0, 0},
         {"max-connections", 0, WP_OPT_INT, &cfg->max_connections, "WOLFPACK_MAX_CONNECTIONS", "N",
@@ -86,9 +93,16 @@ int cp_config_parse(cp_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
         cfg->command = CP_CMD_VERSION;
         return 0;
     }
+    cfg->command = CP_CMD_SERVE;
     if (npos > 0) {
-        snprintf(err, cap, "unknown command '%.64s' (see --help)", pos[0]);
-        return WP_ERR_INVAL;
+        if (strcmp(pos[0], "migrate") == 0 && npos == 1) {
+            cfg->command = CP_CMD_MIGRATE;
+        } else if (strcmp(pos[0], "serve") == 0 && npos == 1) {
+            cfg->command = CP_CMD_SERVE;
+        } else {
+            snprintf(err, cap, "unknown command '%.64s' (see --help)", pos[npos > 1 ? 1 : 0]);
+            return WP_ERR_INVAL;
+        }
     }
     if (raw.log_format && wp_log_format_parse(raw.log_format, &cfg->log_format) != 0) {
         snprintf(err, cap, "--log-format: expected logfmt or json");
@@ -106,7 +120,10 @@ int cp_config_parse(cp_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
         snprintf(err, cap, "--no-tls conflicts with --tls-cert/--tls-key");
         return WP_ERR_INVAL;
     }
-    cfg->command = CP_CMD_SERVE;
+    if (cfg->advertise_url && strncmp(cfg->advertise_url, "wss://", 6) != 0) {
+        snprintf(err, cap, "--advertise-url must start with wss://");
+        return WP_ERR_INVAL;
+    }
     return 0;
 }
 

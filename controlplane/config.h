@@ -14,7 +14,7 @@
 #define CP_DEFAULT_LISTEN    "0.0.0.0:8443"
 #define CP_DEFAULT_STATE_DIR "/var/lib/wolfpack"
 
-enum cp_command { CP_CMD_SERVE = 0, CP_CMD_HELP, CP_CMD_VERSION };
+enum cp_command { CP_CMD_SERVE = 0, CP_CMD_MIGRATE, CP_CMD_HELP, CP_CMD_VERSION };
 
 typedef struct cp_config {
     int command;           /* enum cp_command */
@@ -22,7 +22,10 @@ typedef struct cp_config {
     const char *state_dir; /* certificates, tokens, embedded database */
     const char *tls_cert;  /* PEM chain; with tls_key; NULL = generated in state dir */
     const char *tls_key;
-    int no_tls;                 /* serve plain HTTP (behind a TLS-terminating ingress) */
+    int no_tls; /* serve plain HTTP (behind a TLS-terminating ingress) */
+    const char
+        *database_url; /* libpq URL/conninfo; NULL = embedded cluster (secret: never logged) */
+    const char *advertise_url;  /* wss:// URL agents dial, for the join command; NULL = derived */
     int log_format;             /* enum wp_log_format */
     int log_level;              /* enum wp_log_level */
     wp_strlist tls_sans;        /* extra subject alt names for a generated certificate */

@@ -12,28 +12,9 @@
 
 #include "cert.h"
 #include "err.h"
+#include "fs.h"
 #include "log.h"
 #include "version.h"
-
-static int cp_mkdir_p(const char *path, mode_t mode)
-{
-    char tmp[4096];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof(tmp))
-        return WP_ERR_INVAL;
-    memcpy(tmp, path, len + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, mode) != 0 && errno != EEXIST)
-            return WP_ERR_IO;
-        *p = '/';
-    }
-    if (mkdir(tmp, mode) != 0 && errno != EEXIST)
-        return WP_ERR_IO;
-    return 0;
-}
 
 static int cp_server_prepare_tls(cp_server *s, char *err, size_t cap)
 {
@@ -62,7 +43,7 @@ static int cp_server_prepare_tls(cp_server *s, char *err, size_t cap)
         snprintf(err, cap, "state directory path too long");
         return WP_ERR_INVAL;
     }
-    if (cp_mkdir_p(dir, 0700) != 0) {
+    if (wp_mkdir_p(dir, 0700) != 0) {
         snprintf(err, cap, "cannot create %s: %s", dir, strerror(errno));
         return WP_ERR_IO;
     }
@@ -120,13 +101,31 @@ static void cp_route_healthz(wp_http_req *req, void *ud)
     wp_http_respond(req, 200, "application/json", body, sizeof(body) - 1);
 }
 
+int cp_server_require_db(cp_server *s, wp_http_req *req)
+{
+    if (s->store && cp_store_ready(s->store))
+        return 0;
+    wp_http_resp_header(req, "Retry-After", "5");
+    wp_http_respond_error(req, 503, "database_unavailable",
+                          "the database is not reachable or not migrated yet");
+    return 1;
+}
+
+/* Ready: listening with TLS material loaded, and the database up, migrated, bootstrapped. */
 static void cp_route_readyz(wp_http_req *req, void *ud)
 {
-    (void)ud;
-    /* Ready means: listening with TLS material loaded. Later components (database,
-     * migrations) add their checks here. */
-    static const char body[] = "{\"status\":\"ready\"}";
-    wp_http_respond(req, 200, "application/json", body, sizeof(body) - 1);
+    cp_server *s = ud;
+    int db_ok = s->store && cp_store_ready(s->store);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *checks = o ? cJSON_AddObjectToObject(o, "checks") : NULL;
+    if (!checks || !cJSON_AddStringToObject(o, "status", db_ok ? "ready" : "not_ready") ||
+        !cJSON_AddStringToObject(checks, "database", db_ok ? "ok" : "unavailable")) {
+        cJSON_Delete(o);
+        wp_http_respond_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    wp_http_respond_json(req, db_ok ? 200 : 503, o);
+    cJSON_Delete(o);
 }
 
 static void cp_route_version(wp_http_req *req, void *ud)
@@ -149,12 +148,14 @@ int cp_server_start(cp_server *s, uv_loop_t *loop, const cp_config *cfg, char *e
 {
     int rc;
     void *data = s->data;
+    cp_store *store = s->store;
     memset(s, 0, sizeof(*s));
     s->data = data;
+    s->store = store;
     s->loop = loop;
     s->cfg = cfg;
 
-    if (cp_mkdir_p(cfg->state_dir, 0700) != 0) {
+    if (wp_mkdir_p(cfg->state_dir, 0700) != 0) {
         snprintf(err, cap, "cannot create state directory %s: %s", cfg->state_dir, strerror(errno));
         return WP_ERR_IO;
     }

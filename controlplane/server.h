@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "http.h"
+#include "store.h"
 #include "tls.h"
 
 typedef struct cp_server {
@@ -23,7 +24,8 @@ typedef struct cp_server {
     char pin[80];       /* "sha256:<hex>" of the CA (or of the leaf when given) */
     char bound[128];    /* actual listen address */
     void (*on_closed)(struct cp_server *s);
-    void *data; /* owner's pointer, untouched by the server */
+    void *data;      /* owner's pointer, untouched by the server */
+    cp_store *store; /* set by the owner before cp_server_start; readiness and the API use it */
 } cp_server;
 
 /*
@@ -32,6 +34,12 @@ typedef struct cp_server {
  * Returns 0 or a WP_ERR_*, with a one-line reason in err.
  */
 int cp_server_start(cp_server *s, uv_loop_t *loop, const cp_config *cfg, char *err, size_t cap);
+
+/*
+ * For API handlers: answers 503 database_unavailable and returns 1 when the
+ * store is not ready; returns 0 when the handler may use the database.
+ */
+int cp_server_require_db(cp_server *s, wp_http_req *req);
 
 /* Reloads certificate and key from disk; on failure keeps serving with the old ones. */
 int cp_server_reload_tls(cp_server *s);

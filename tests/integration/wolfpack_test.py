@@ -37,12 +37,16 @@ def free_port():
 class Wolfpackd:
     """One wolfpackd process with its own state dir and log file."""
 
-    def __init__(self, extra_args=(), tls=True, env=None):
+    def __init__(self, extra_args=(), tls=True, env=None, state=None, port=None, wait_ready=False):
         self.dir = tempfile.mkdtemp(prefix="wp-it-")
-        self.state = os.path.join(self.dir, "state")
-        self.port = free_port()
+        # As root the embedded PostgreSQL runs as an unprivileged user, which must be able to
+        # traverse the parents of the state directory (as /var/lib allows in production).
+        os.chmod(self.dir, 0o755)
+        self.state = state or os.path.join(self.dir, "state")
+        self.port = port or free_port()
         self.tls = tls
         self.log_path = os.path.join(self.dir, "wolfpackd.log")
+        self.out_path = os.path.join(self.dir, "wolfpackd.out")
         args = [binary("wolfpackd"), "--listen", "127.0.0.1:%d" % self.port,
                 "--state-dir", self.state, "--log-level", "debug"]
         if not tls:
@@ -56,8 +60,12 @@ class Wolfpackd:
         if env:
             e.update(env)
         self.logf = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT, env=e)
+        self.outf = open(self.out_path, "wb")
+        # stderr is the log stream; stdout carries only the join command banner.
+        self.proc = subprocess.Popen(args, stdout=self.outf, stderr=self.logf, env=e)
         self.wait_listening()
+        if wait_ready:
+            self.wait_ready()
 
     def logged(self, msg):
         """True if a line with this msg was logged (logfmt or JSON)."""
@@ -66,6 +74,36 @@ class Wolfpackd:
     def log(self):
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
+
+    def stdout(self):
+        with open(self.out_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def get(self, path, timeout=10):
+        """One GET on a fresh connection. Returns (status, headers, body)."""
+        s = self.connect(timeout=timeout)
+        try:
+            s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            return read_response(s, timeout=timeout)
+        finally:
+            s.close()
+
+    def wait_ready(self, timeout=60, want=200):
+        """Polls /readyz until it answers `want`. Returns the last body."""
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("wolfpackd exited (%d):\n%s" % (self.proc.returncode, self.log()[-4000:]))
+            try:
+                status, _, body = self.get("/readyz", timeout=5)
+                last = (status, body)
+                if status == want:
+                    return json.loads(body)
+            except (OSError, EOFError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("/readyz never answered %d (last %r):\n%s" % (want, last, self.log()[-4000:]))
 
     def wait_listening(self, timeout=30):
         deadline = time.time() + timeout
@@ -115,6 +153,7 @@ class Wolfpackd:
                 self.proc.wait()
                 raise RuntimeError("wolfpackd did not exit on signal %d:\n%s" % (sig, self.log()))
         self.logf.close()
+        self.outf.close()
         return self.proc.returncode
 
 

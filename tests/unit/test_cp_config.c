@@ -73,8 +73,35 @@ WP_TEST(cp_rejects)
     cp_config_free(&c);
 }
 
+WP_TEST(cp_commands)
+{
+    cp_config c;
+    char err[256];
+    char *a1[] = {"wolfpackd", "migrate", "--database-url", "postgresql://x/y"};
+    WP_CHECK_EQ(cp_config_parse(&c, 4, a1, no_env, err, sizeof(err)), 0);
+    WP_CHECK_EQ(c.command, CP_CMD_MIGRATE);
+    WP_CHECK_STR(c.database_url, "postgresql://x/y");
+    cp_config_free(&c);
+    char *a2[] = {"wolfpackd", "serve"};
+    WP_CHECK_EQ(cp_config_parse(&c, 2, a2, no_env, err, sizeof(err)), 0);
+    WP_CHECK_EQ(c.command, CP_CMD_SERVE);
+    cp_config_free(&c);
+    char *a3[] = {"wolfpackd", "migrate", "now"};
+    WP_CHECK_EQ(cp_config_parse(&c, 3, a3, no_env, err, sizeof(err)), WP_ERR_INVAL);
+    cp_config_free(&c);
+    char *a4[] = {"wolfpackd", "--advertise-url", "https://cp:8443"};
+    WP_CHECK_EQ(cp_config_parse(&c, 3, a4, no_env, err, sizeof(err)), WP_ERR_INVAL);
+    WP_CHECK(strstr(err, "wss://") != NULL);
+    cp_config_free(&c);
+    /* The database URL may hold a password: a bad value is never echoed. */
+    char *a5[] = {"wolfpackd", "--database-url="};
+    WP_CHECK_EQ(cp_config_parse(&c, 2, a5, no_env, err, sizeof(err)), WP_ERR_INVAL);
+    cp_config_free(&c);
+}
+
 int main(void)
 {
+    WP_RUN(cp_commands);
     WP_RUN(cp_defaults);
     WP_RUN(cp_env_and_flags);
     WP_RUN(cp_rejects);
