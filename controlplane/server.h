@@ -14,6 +14,17 @@
 #include "store.h"
 #include "tls.h"
 
+struct cp_call;
+
+/* An authenticated API route (auth.c): which roles may call fn. */
+typedef struct cp_api_route {
+    struct cp_server *server;
+    unsigned roles;
+    void (*fn)(struct cp_call *call);
+} cp_api_route;
+
+#define CP_API_ROUTES_MAX 64
+
 typedef struct cp_server {
     uv_loop_t *loop;
     const cp_config *cfg;
@@ -26,6 +37,8 @@ typedef struct cp_server {
     void (*on_closed)(struct cp_server *s);
     void *data;      /* owner's pointer, untouched by the server */
     cp_store *store; /* set by the owner before cp_server_start; readiness and the API use it */
+    cp_api_route api_routes[CP_API_ROUTES_MAX];
+    size_t napi_routes;
 } cp_server;
 
 /*

@@ -9,6 +9,7 @@
 
 #include "addr.h"
 #include "err.h"
+#include "ids.h"
 #include "log.h"
 
 /* Default allow-list (DESIGN.md §4); --service entries with the same name replace these. */
@@ -79,16 +80,7 @@ static size_t na_config_table(na_config *cfg, struct na_config_raw *raw, wp_opt 
 
 int na_node_id_valid(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > NA_NODE_ID_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && i > 0);
-        if (!ok)
-            return 0;
-    }
-    return 1;
+    return wp_node_id_valid(s);
 }
 
 static int na_name_valid(const char *s, size_t len)

@@ -1,0 +1,217 @@
+/*
+ * auth.c — Bearer authentication, role checks and async call contexts (see auth.h).
+ */
+#include "auth.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "crypto.h"
+#include "db.h"
+#include "err.h"
+#include "log.h"
+#include "store.h"
+
+#define CP_TOKEN_LEN_MAX 256
+
+/* Every cp_call is allocated as the first member of one of these. */
+typedef struct cp_auth_pending {
+    cp_call call;
+    const cp_api_route *route;
+    uint8_t want_hash[32];
+} cp_auth_pending;
+
+int cp_role_parse(const char *s)
+{
+    if (!s)
+        return 0;
+    if (strcmp(s, "admin") == 0)
+        return CP_ROLE_ADMIN;
+    if (strcmp(s, "user") == 0)
+        return CP_ROLE_USER;
+    if (strcmp(s, "agent") == 0)
+        return CP_ROLE_AGENT;
+    return 0;
+}
+
+const char *cp_role_name(int role)
+{
+    switch (role) {
+    case CP_ROLE_ADMIN:
+        return "admin";
+    case CP_ROLE_USER:
+        return "user";
+    case CP_ROLE_AGENT:
+        return "agent";
+    default:
+        return NULL;
+    }
+}
+
+void cp_auth_token_hash_hex(const char *token, char out[65])
+{
+    uint8_t h[32];
+    wp_sha256(token, strlen(token), h);
+    wp_hex_encode(h, sizeof(h), out, 65);
+    wp_secure_zero(h, sizeof(h));
+}
+
+wp_http_req *cp_call_req(cp_call *call)
+{
+    return call->req;
+}
+
+static void cp_call_aborted(wp_http_req *req, void *ud)
+{
+    (void)req;
+    cp_call *call = ud;
+    call->req = NULL;
+}
+
+static void cp_call_free(cp_call *call)
+{
+    if (call->req)
+        wp_http_req_on_abort(call->req, NULL, NULL);
+    wp_secure_zero(call, sizeof(cp_auth_pending));
+    free(call);
+}
+
+void cp_call_respond_json(cp_call *call, int status, const cJSON *body)
+{
+    if (call->req)
+        wp_http_respond_json(call->req, status, body);
+    cp_call_free(call);
+}
+
+void cp_call_respond_error(cp_call *call, int status, const char *code, const char *message)
+{
+    if (call->req) {
+        if (status == 401)
+            wp_http_resp_header(call->req, "WWW-Authenticate", "Bearer");
+        if (status == 503)
+            wp_http_resp_header(call->req, "Retry-After", "5");
+        wp_http_respond_error(call->req, status, code, message);
+    }
+    cp_call_free(call);
+}
+
+void cp_call_respond_empty(cp_call *call, int status)
+{
+    if (call->req)
+        wp_http_respond(call->req, status, NULL, NULL, 0);
+    cp_call_free(call);
+}
+
+void cp_call_respond_db_error(cp_call *call, int err)
+{
+    if (err == WP_ERR_CLOSED)
+        cp_call_respond_error(call, 503, "database_unavailable", "the database is not reachable");
+    else if (err == WP_ERR_TIMEOUT)
+        cp_call_respond_error(call, 504, "database_timeout", "the database did not answer in time");
+    else if (err == WP_ERR_LIMIT || err == WP_ERR_BUSY)
+        cp_call_respond_error(call, 503, "busy", "too many requests in flight, retry");
+    else
+        cp_call_respond_error(call, 500, "internal", "database error");
+}
+
+static void cp_auth_looked_up(int err, PGresult *res, void *ud)
+{
+    cp_auth_pending *p = ud;
+    cp_call *call = &p->call;
+    if (!call->req) {
+        cp_call_free(call);
+        return;
+    }
+    if (err != 0) {
+        cp_call_respond_db_error(call, err);
+        return;
+    }
+    uint8_t got[32];
+    size_t glen = 0;
+    if (PQntuples(res) != 1 ||
+        wp_hex_decode(PQgetvalue(res, 0, 4), strlen(PQgetvalue(res, 0, 4)), got, sizeof(got),
+                      &glen) != 0 ||
+        glen != sizeof(got) || !wp_ct_equal(got, p->want_hash, sizeof(got))) {
+        cp_call_respond_error(call, 401, "unauthorized", "invalid, revoked or expired token");
+        return;
+    }
+    snprintf(call->who.token_id, sizeof(call->who.token_id), "%s", PQgetvalue(res, 0, 0));
+    snprintf(call->who.name, sizeof(call->who.name), "%s", PQgetvalue(res, 0, 1));
+    call->who.role = cp_role_parse(PQgetvalue(res, 0, 2));
+    snprintf(call->who.node_id, sizeof(call->who.node_id), "%s", PQgetvalue(res, 0, 3));
+    if (!(call->who.role & (int)p->route->roles)) {
+        cp_call_respond_error(call, 403, "forbidden", "this token's role may not do that");
+        return;
+    }
+    p->route->fn(call);
+}
+
+/* Extracts the token from "Authorization: Bearer <token>"; NULL if absent or malformed. */
+static const char *cp_auth_bearer(wp_http_req *req)
+{
+    const char *h = wp_http_req_header(req, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return NULL;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    size_t n = strlen(h);
+    if (n == 0 || n > CP_TOKEN_LEN_MAX)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)h[i];
+        if (c <= 0x20 || c >= 0x7f)
+            return NULL;
+    }
+    return h;
+}
+
+static void cp_auth_handler(wp_http_req *req, void *ud)
+{
+    const cp_api_route *route = ud;
+    cp_server *s = route->server;
+    const char *token = cp_auth_bearer(req);
+    if (!token) {
+        wp_http_resp_header(req, "WWW-Authenticate", "Bearer");
+        wp_http_respond_error(req, 401, "unauthorized", "missing or malformed bearer token");
+        return;
+    }
+    if (cp_server_require_db(s, req))
+        return;
+    cp_auth_pending *p = calloc(1, sizeof(*p));
+    if (!p) {
+        wp_http_respond_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    p->call.server = s;
+    p->call.req = req;
+    p->route = route;
+    char hex[65];
+    wp_sha256(token, strlen(token), p->want_hash);
+    wp_hex_encode(p->want_hash, sizeof(p->want_hash), hex, sizeof(hex));
+    wp_http_req_on_abort(req, cp_call_aborted, &p->call);
+    const char *params[] = {hex};
+    int rc = cp_db_query(cp_store_db(s->store),
+                         "SELECT id, name, role, coalesce(node_id, ''), encode(hash, 'hex') "
+                         "FROM tokens WHERE hash = decode($1, 'hex') AND revoked_at IS NULL "
+                         "AND (expires_at IS NULL OR expires_at > now())",
+                         1, params, cp_auth_looked_up, p);
+    if (rc != 0)
+        cp_call_respond_db_error(&p->call, rc);
+}
+
+int cp_auth_route(cp_server *s, const char *method, const char *pattern, unsigned roles,
+                  cp_api_fn fn)
+{
+    if (s->napi_routes >= CP_API_ROUTES_MAX)
+        return WP_ERR_LIMIT;
+    cp_api_route *r = &s->api_routes[s->napi_routes];
+    r->server = s;
+    r->roles = roles;
+    r->fn = fn;
+    int rc = wp_http_server_route(s->http, method, pattern, cp_auth_handler, r, 0);
+    if (rc == 0)
+        s->napi_routes++;
+    return rc;
+}
