@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 
 #include "buf.h"
+#include "crypto.h"
 #include "err.h"
 #include "json.h"
 #include "opts.h"
@@ -30,6 +31,13 @@ typedef struct wpc_config {
     long long timeout_s;
     int help;
     int version;
+    /* tokens create */
+    const char *name;
+    const char *role;
+    const char *node_id;
+    long long expires_in;
+    /* resolved */
+    char token_buf[512];
 } wpc_config;
 
 static size_t wpc_table(wpc_config *c, wp_opt *t, size_t cap)
@@ -47,6 +55,14 @@ static size_t wpc_table(wpc_config *c, wp_opt *t, size_t cap)
          "do not verify the server certificate (DANGEROUS)", NULL, 0, 0},
         {"timeout", 0, WP_OPT_INT, &c->timeout_s, "WOLFPACK_TIMEOUT", "SECONDS",
          "give up on a request after this long", "30", 1, 3600},
+        {"name", 0, WP_OPT_STRING, &c->name, NULL, "NAME", "tokens create: a name for the token",
+         NULL, 0, 0},
+        {"role", 0, WP_OPT_STRING, &c->role, NULL, "ROLE", "tokens create: admin, user or agent",
+         NULL, 0, 0},
+        {"node-id", 0, WP_OPT_STRING, &c->node_id, NULL, "ID",
+         "tokens create: bind an agent token to this node id", NULL, 0, 0},
+        {"expires-in", 0, WP_OPT_INT, &c->expires_in, NULL, "SECONDS", "tokens create: lifetime",
+         "never expires", 60, 316224000},
         {"help", 'h', WP_OPT_BOOL, &c->help, NULL, NULL, "show this help and exit", NULL, 0, 0},
         {"version", 'V', WP_OPT_BOOL, &c->version, NULL, NULL, "show version and exit", NULL, 0, 0},
     };
@@ -78,8 +94,8 @@ static void wpc_usage(FILE *out)
                  "Flags (each also settable through the environment variable shown):\n");
     wp_opts_usage(out, t, n);
     fprintf(out, "\n"
-                 "Exit status: 0 success, 1 the server refused or failed, 2 usage error,\n"
-                 "3 the server could not be reached.\n");
+                 "Output is JSON. Exit status: 0 success, 1 the server refused or failed,\n"
+                 "2 usage error, 3 the server could not be reached.\n");
 }
 
 static size_t wpc_write_cb(char *p, size_t size, size_t nmemb, void *ud)
@@ -91,12 +107,18 @@ static size_t wpc_write_cb(char *p, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-/* GET path from the server into body. Returns HTTP status, or -1 with err set. */
-static long wpc_get(const wpc_config *c, const char *path, wp_buf *body, char *err, size_t cap)
+/*
+ * One request to the server: method + path, optional JSON body, optional bearer
+ * token. Returns the HTTP status with the response in out, or -1 with err set.
+ */
+static long wpc_request(const wpc_config *c, const char *method, const char *path, const char *json,
+                        const char *token, wp_buf *out, char *err, size_t cap)
 {
     char url[2048];
     char errbuf[CURL_ERROR_SIZE] = {0};
+    char auth[600];
     long status = -1;
+    struct curl_slist *hdrs = NULL;
     size_t slen = strlen(c->server);
     while (slen > 0 && c->server[slen - 1] == '/')
         slen--;
@@ -110,12 +132,24 @@ static long wpc_get(const wpc_config *c, const char *path, wp_buf *body, char *e
         return -1;
     }
     curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https,http");
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, wpc_write_cb);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)c->timeout_s);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (json) {
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
+    }
+    if (token) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+        hdrs = curl_slist_append(hdrs, auth);
+        wp_secure_zero(auth, sizeof(auth));
+    }
+    if (hdrs)
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     if (c->ca_file)
         curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
     if (c->insecure) {
@@ -128,8 +162,116 @@ static long wpc_get(const wpc_config *c, const char *path, wp_buf *body, char *e
     } else {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     }
+    curl_slist_free_all(hdrs);
     curl_easy_cleanup(h);
     return status;
+}
+
+/* The API token: --token / WOLFPACK_TOKEN, else the first line of --token-file. */
+static const char *wpc_token(wpc_config *c)
+{
+    if (c->token)
+        return c->token;
+    if (!c->token_file)
+        return NULL;
+    FILE *f = fopen(c->token_file, "re");
+    if (!f)
+        return NULL;
+    char *got = fgets(c->token_buf, sizeof(c->token_buf), f);
+    fclose(f);
+    if (!got)
+        return NULL;
+    c->token_buf[strcspn(c->token_buf, "\r\n")] = '\0';
+    return c->token_buf[0] ? c->token_buf : NULL;
+}
+
+/*
+ * Runs an API call and prints the JSON answer (pretty) on stdout, or the server's
+ * error message on stderr. Returns the exit status.
+ */
+static int wpc_api(wpc_config *c, const char *method, const char *path, const char *json)
+{
+    char err[512];
+    if (!c->server) {
+        fprintf(stderr, "wolfpack: no server: set --server or WOLFPACK_SERVER\n");
+        return 2;
+    }
+    const char *token = wpc_token(c);
+    if (!token) {
+        fprintf(stderr, "wolfpack: no token: set WOLFPACK_TOKEN or --token-file%s\n",
+                c->token_file ? " (cannot read it)" : "");
+        return 2;
+    }
+    wp_buf body;
+    wp_buf_init(&body, WPC_MAX_RESPONSE);
+    long status = wpc_request(c, method, path, json, token, &body, err, sizeof(err));
+    int rc = 0;
+    cJSON *doc = NULL;
+    if (status < 0) {
+        fprintf(stderr, "wolfpack: %s\n", err);
+        rc = 3;
+    } else {
+        if (wp_buf_len(&body) > 0)
+            wp_json_parse((const char *)wp_buf_ptr(&body), wp_buf_len(&body), WPC_MAX_RESPONSE, 64,
+                          &doc);
+        if (status >= 200 && status < 300) {
+            char *text = doc ? cJSON_Print(doc) : NULL;
+            if (text)
+                printf("%s\n", text);
+            cJSON_free(text);
+        } else {
+            const cJSON *e = doc ? cJSON_GetObjectItemCaseSensitive(doc, "error") : NULL;
+            const char *msg = e ? wp_json_get_str(e, "message") : NULL;
+            const char *code = e ? wp_json_get_str(e, "code") : NULL;
+            fprintf(stderr, "wolfpack: %s %s: %ld %s: %s\n", method, path, status,
+                    code ? code : "error", msg ? msg : "no details");
+            rc = 1;
+        }
+    }
+    cJSON_Delete(doc);
+    wp_buf_free(&body);
+    wp_secure_zero(c->token_buf, sizeof(c->token_buf));
+    return rc;
+}
+
+static int wpc_cmd_tokens(wpc_config *c, const char **pos, size_t npos)
+{
+    if (npos == 2 && strcmp(pos[1], "list") == 0)
+        return wpc_api(c, "GET", "/api/v1/tokens", NULL);
+    if (npos == 3 && strcmp(pos[1], "revoke") == 0) {
+        char path[256];
+        if (strlen(pos[2]) > 64 || strchr(pos[2], '/') || strchr(pos[2], '?')) {
+            fprintf(stderr, "wolfpack: invalid token id\n");
+            return 2;
+        }
+        snprintf(path, sizeof(path), "/api/v1/tokens/%s", pos[2]);
+        return wpc_api(c, "DELETE", path, NULL);
+    }
+    if (npos == 2 && strcmp(pos[1], "create") == 0) {
+        if (!c->name || !c->role) {
+            fprintf(stderr, "wolfpack: tokens create needs --name and --role\n");
+            return 2;
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", c->name);
+        cJSON_AddStringToObject(o, "role", c->role);
+        if (c->node_id)
+            cJSON_AddStringToObject(o, "node_id", c->node_id);
+        if (c->expires_in)
+            cJSON_AddNumberToObject(o, "expires_in", (double)c->expires_in);
+        char *json = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (!json) {
+            fprintf(stderr, "wolfpack: out of memory\n");
+            return 1;
+        }
+        int rc = wpc_api(c, "POST", "/api/v1/tokens", json);
+        cJSON_free(json);
+        return rc;
+    }
+    fprintf(stderr,
+            "wolfpack: usage: wolfpack tokens list | create --name N --role R | revoke ID\n");
+    return 2;
 }
 
 static int wpc_cmd_version(const wpc_config *c)
@@ -141,7 +283,7 @@ static int wpc_cmd_version(const wpc_config *c)
     char err[512];
     cJSON *doc = NULL;
     wp_buf_init(&body, WPC_MAX_RESPONSE);
-    long status = wpc_get(c, "/version", &body, err, sizeof(err));
+    long status = wpc_request(c, "GET", "/version", NULL, NULL, &body, err, sizeof(err));
     int rc = 0;
     if (status < 0) {
         fprintf(stderr, "wolfpack: %s\n", err);
@@ -194,8 +336,17 @@ int main(int argc, char **argv)
         wpc_usage(stderr);
         return 2;
     }
+    if (strcmp(pos[0], "tokens") == 0) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+            fprintf(stderr, "wolfpack: cannot initialize libcurl\n");
+            return 3;
+        }
+        int rc = wpc_cmd_tokens(&c, pos, npos);
+        curl_global_cleanup();
+        return rc;
+    }
     if (strcmp(pos[0], "nodes") == 0 || strcmp(pos[0], "sessions") == 0 ||
-        strcmp(pos[0], "tokens") == 0 || strcmp(pos[0], "events") == 0) {
+        strcmp(pos[0], "events") == 0) {
         fprintf(stderr, "wolfpack: '%s' needs a control plane API this build does not have yet\n",
                 pos[0]);
         return 2;

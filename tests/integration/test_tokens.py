@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wolfpack_test import Runner, Wolfpackd, read_response  # noqa: E402
+from wolfpack_test import Runner, Wolfpackd, binary, read_response  # noqa: E402
 
 
 def call(wp, method, path, token=None, body=None):
@@ -120,6 +120,33 @@ def test_bad_bodies(c):
     assert len(after["tokens"]) == len(before["tokens"]), "a bad request changed state"
 
 
+def test_cli(c):
+    env = dict(os.environ, WOLFPACK_SERVER="https://localhost:%d" % c.wp.port,
+               WOLFPACK_CA_FILE=c.wp.ca_file,
+               WOLFPACK_TOKEN_FILE=os.path.join(c.wp.state, "admin.token"))
+    cli = binary("wolfpack")
+    r = subprocess.run([cli, "tokens", "create", "--name", "from-cli", "--role", "agent",
+                        "--node-id", "gpu-9"], env=env, capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    made = json.loads(r.stdout)
+    assert made["token"].startswith("wpagt_") and made["node_id"] == "gpu-9"
+    c.secrets.append(made["token"])
+    r = subprocess.run([cli, "tokens", "list"], env=env, capture_output=True, timeout=30)
+    assert r.returncode == 0 and "from-cli" in r.stdout.decode()
+    assert made["token"] not in r.stdout.decode()
+    r = subprocess.run([cli, "tokens", "revoke", made["id"]], env=env, capture_output=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([cli, "tokens", "create", "--name", "x", "--role", "god"], env=env,
+                       capture_output=True, timeout=30)
+    assert r.returncode == 1 and b"invalid_request" in r.stderr, r
+    r = subprocess.run([cli, "tokens", "list"], env=dict(env, WOLFPACK_TOKEN="wrong"),
+                       capture_output=True, timeout=30)
+    assert r.returncode == 1 and b"401" in r.stderr, r
+    r = subprocess.run([cli, "tokens", "frobnicate"], env=env, capture_output=True, timeout=30)
+    assert r.returncode == 2
+
+
 def test_never_logged(c):
     log = c.wp.log()
     for s in c.secrets + [c.admin]:
@@ -135,7 +162,7 @@ def main():
         c.admin = f.read().strip()
     try:
         for t in (test_auth_required, test_create_list_revoke, test_expired_token,
-                  test_bad_bodies, test_never_logged):
+                  test_bad_bodies, test_cli, test_never_logged):
             r.run(t, c)
     finally:
         rc = c.wp.stop()
