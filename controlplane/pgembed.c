@@ -64,6 +64,7 @@ struct cp_pgembed {
     int setid;
     uid_t uid;
     gid_t gid;
+    char user_name[64];
     int state;
     int ever_ready;
     unsigned ready_timeout_ms;
@@ -620,6 +621,7 @@ static int pg_pick_user(cp_pgembed *pg, const char *run_as)
             pg->setid = 1;
             pg->uid = pw->pw_uid;
             pg->gid = pw->pw_gid;
+            snprintf(pg->user_name, sizeof pg->user_name, "%s", names[i]);
             wp_log_info("running postgres as an unprivileged user", WP_LS("user", names[i]));
             return 0;
         }
@@ -644,12 +646,55 @@ static int pg_mkdir_owned(cp_pgembed *pg, const char *dir)
     return 0;
 }
 
+/* Nonzero if the children's user may search (traverse) a directory with this stat. */
+static int pg_may_search(const cp_pgembed *pg, const struct stat *st)
+{
+    if (st->st_uid == pg->uid)
+        return (st->st_mode & S_IXUSR) != 0;
+    if (st->st_gid == pg->gid)
+        return (st->st_mode & S_IXGRP) != 0;
+    return (st->st_mode & S_IXOTH) != 0;
+}
+
+/*
+ * Root only: every parent of the state directory must be searchable by the
+ * children's user (a state dir under /root or a 0700 temp dir is not), else
+ * initdb fails later with a bare "Permission denied": say so plainly now.
+ */
+static int pg_parents_searchable(const cp_pgembed *pg, const char *state_dir)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    if (!realpath(state_dir, path))
+        return WP_ERR_IO;
+    for (char *slash = strrchr(path, '/'); slash; slash = strrchr(path, '/')) {
+        if (slash == path)
+            slash[1] = '\0';
+        else
+            *slash = '\0';
+        if (stat(path, &st) == 0 && !pg_may_search(pg, &st)) {
+            wp_log_error("the embedded PostgreSQL runs as an unprivileged user that cannot reach "
+                         "the state directory: allow it to search every parent directory "
+                         "(chmod o+x), or use a state directory such as /var/lib/wolfpack",
+                         WP_LS("user", pg->user_name), WP_LS("blocked_at", path),
+                         WP_LS("state_dir", state_dir));
+            return WP_ERR_CONFIG;
+        }
+        if (slash == path)
+            break;
+    }
+    return 0;
+}
+
 /* Root only: make sure the children's user can traverse the state directory. */
 static int pg_state_traversable(cp_pgembed *pg, const char *state_dir)
 {
     struct stat st;
     if (!pg->setid)
         return 0;
+    int rc = pg_parents_searchable(pg, state_dir);
+    if (rc != 0)
+        return rc;
     if (stat(state_dir, &st) != 0)
         return WP_ERR_IO;
     if (st.st_uid == pg->uid || (st.st_mode & S_IXOTH) ||

@@ -123,6 +123,22 @@ def test_unreachable_database(st):
         assert b.stop() == 0, b.log()[-3000:]
 
 
+def test_unsearchable_state_parent():
+    # As root the embedded cluster runs unprivileged: a state dir it cannot reach is a clear,
+    # immediate error (not initdb's bare "Permission denied" later). As non-root it runs as us.
+    import tempfile
+    locked = tempfile.mkdtemp(prefix="wp-locked-")
+    os.chmod(locked, 0o700)
+    port = __import__("wolfpack_test").free_port()
+    r = subprocess.run([binary("wolfpackd"), "--state-dir", os.path.join(locked, "st"),
+                        "--listen", "127.0.0.1:%d" % port], capture_output=True, timeout=60)
+    if os.geteuid() == 0:
+        assert r.returncode != 0
+        assert b"cannot reach the state directory" in r.stderr, r.stderr[-2000:]
+    else:
+        print("  (not root: the embedded cluster runs as this user; nothing to refuse)")
+
+
 def test_bad_database_url():
     r = subprocess.run([binary("wolfpackd"), "migrate", "--state-dir", "/tmp/wp-badurl",
                         "--database-url", "host=/nonexistent password=HunterTwo99 =bad"],
@@ -145,6 +161,7 @@ def main():
                 print("FAIL final stop: exit %d\n%s" % (rc, st.a.log()[-3000:]))
                 r.failed += 1
     r.run(test_bad_database_url)
+    r.run(test_unsearchable_state_parent)
     return r.done()
 
 
