@@ -476,6 +476,12 @@ static void conn_write_cb(uv_write_t *req, int status)
     }
 }
 
+void wp_conn_want_drain(wp_conn *c)
+{
+    if (!c->closing && wp_conn_write_queued(c) > 0)
+        c->need_drain = 1;
+}
+
 size_t wp_conn_write_queued(const wp_conn *c)
 {
     return wp_buf_len(&c->wq) + wp_buf_len(&c->inflight);

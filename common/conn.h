@@ -137,6 +137,12 @@ int wp_conn_writev(wp_conn *c, const uv_buf_t *bufs, size_t nbufs);
 int wp_conn_write_ctl(wp_conn *c, const void *p, size_t n);
 /* Bytes queued or in flight. */
 size_t wp_conn_write_queued(const wp_conn *c);
+/*
+ * Asks for on_drain after the next completed write that leaves the queue at or
+ * below a quarter of its maximum (layers with their own, smaller queue limits
+ * use this). No effect while nothing is queued: there is nothing to wait for.
+ */
+void wp_conn_want_drain(wp_conn *c);
 
 /* Starts/stops delivering on_data (backpressure). Both return 0 or WP_ERR_CLOSED. */
 int wp_conn_read_start(wp_conn *c);
