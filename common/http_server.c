@@ -424,6 +424,9 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 static int on_header_field_complete(llhttp_t *p)
 {
     http_conn *hc = p->data;
+    /* llhttp 8.1 accepts a header line that starts with ':' (an empty name). */
+    if (wp_buf_len(&hc->hraw) == hc->field_start)
+        return cb_fail(hc, 400, "bad_request", "empty header name");
     hc->in_field = 0;
     hc->in_value = 1;
     hc->value_spans = 0;
@@ -477,7 +480,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     http_conn *hc = p->data;
     wp_http_req *req = hc->req;
-    if (!req)
+    if (!req || n == 0) /* llhttp reports empty spans after a pause/resume */
         return 0;
     if (req->body_expected && hc->srv->lim.body_timeout_ms)
         hc_timer(hc, TM_BODY, hc->srv->lim.body_timeout_ms);

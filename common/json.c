@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crypto.h"
 #include "err.h"
 #include "json.h"
 
@@ -76,11 +77,21 @@ static int wp_json_prescan(const unsigned char *t, size_t len, int max_depth)
             if (c == '\\') {
                 if (i + 1 >= len)
                     return WP_ERR_MALFORMED;
-                if (t[i + 1] == 'u' && len - i >= 6 && memcmp(t + i + 2, "0000", 4) == 0)
+                unsigned char e = t[i + 1];
+                if (e == 'u') {
+                    /* cJSON decodes a non-hex \u escape as U+0000, silently cutting the
+                     * string: require four hex digits, and refuse \u0000 itself. */
+                    if (len - i < 6 || memcmp(t + i + 2, "0000", 4) == 0)
+                        return WP_ERR_MALFORMED;
+                    for (size_t k = 2; k < 6; k++)
+                        if (wp_hex_digit((char)t[i + k]) < 0)
+                            return WP_ERR_MALFORMED;
+                    i += 5;
+                    continue;
+                }
+                if (!memchr("\"\\/bfnrt", e, 8) || e == 0)
                     return WP_ERR_MALFORMED;
-                i++; /* the escaped character (cJSON checks the rest) */
-                if (t[i] == 0)
-                    return WP_ERR_MALFORMED;
+                i++; /* the escaped character */
             } else if (c == '"') {
                 in_str = 0;
             } else if (c < 0x20) {

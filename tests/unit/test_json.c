@@ -105,6 +105,29 @@ WP_TEST(json_parse_malformed)
     WP_CHECK_EQ(wp_json_parse("{}", 2, MAXLEN, MAXDEPTH, NULL), WP_ERR_INVAL);
 }
 
+/* Found by fuzzing: cJSON turns a non-hex \u escape into U+0000 and cuts the string. */
+WP_TEST(json_parse_bad_escapes)
+{
+    static const char *bad[] = {
+        "{\"name\":\"admin\\uZZZZ-evil\"}",
+        "\"\\u12\"",
+        "\"\\u12G4\"",
+        "\"\\x41\"",
+        "\"\\\xc8\"",
+        "\"\\u0000\"",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cJSON *doc = NULL;
+        WP_CHECK_EQ(wp_json_parse(bad[i], strlen(bad[i]), 1024, 8, &doc), WP_ERR_MALFORMED);
+        cJSON_Delete(doc);
+    }
+    cJSON *doc = NULL;
+    const char *ok = "\"a\\u00e9\\n\\\"\\/\\\\\"";
+    WP_CHECK_EQ(wp_json_parse(ok, strlen(ok), 1024, 8, &doc), 0);
+    WP_CHECK(doc && cJSON_IsString(doc) && strcmp(doc->valuestring, "a\xc3\xa9\n\"/\\") == 0);
+    cJSON_Delete(doc);
+}
+
 WP_TEST(json_parse_not_terminated)
 {
     /* a prefix of a longer buffer: only len bytes count */
@@ -415,6 +438,7 @@ int main(void)
 {
     WP_RUN(json_parse_valid);
     WP_RUN(json_parse_malformed);
+    WP_RUN(json_parse_bad_escapes);
     WP_RUN(json_parse_not_terminated);
     WP_RUN(json_parse_limits);
     WP_RUN(json_validate_ok);

@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""gen_corpus.py — regenerates the seed corpora under tests/fuzz/corpus/<target>/.
+
+Seeds are small, realistic inputs for each fuzz target: frames built the way
+common/frame.c builds them (yamux v0 headers, open preambles), valid and
+invalid JSON, HTTP requests (chunked, pipelined, upgrade, hostile headers),
+router paths, addresses, pins and option lines. The TLS seeds are real
+ClientHellos captured from `openssl s_client` by a one-shot local socket
+server (skipped, keeping the existing files, if openssl is missing).
+
+Usage: python3 tests/fuzz/gen_corpus.py   (rewrites the corpus directories)
+"""
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "corpus")
+
+
+def write(target, name, data):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def reset(target):
+    shutil.rmtree(os.path.join(CORPUS, target), ignore_errors=True)
+
+
+# ---- frames (PROTOCOL.md §5-§6) ----
+
+DATA, WINDOW_UPDATE, PING, GOAWAY = 0, 1, 2, 3
+SYN, ACK, FIN, RST = 1, 2, 4, 8
+
+
+def hdr(typ, flags, sid, length, version=0):
+    return struct.pack(">BBHII", version, typ, flags, sid, length)
+
+
+def data_frame(sid, flags, payload):
+    return hdr(DATA, flags, sid, len(payload)) + payload
+
+
+def preamble(obj):
+    j = json.dumps(obj, separators=(",", ":")).encode()
+    return struct.pack(">H", len(j)) + j
+
+
+def gen_frame():
+    reset("frame")
+    write("frame", "ping_syn", hdr(PING, SYN, 0, 0x01020304))
+    write("frame", "ping_ack", hdr(PING, ACK, 0, 0x01020304))
+    write("frame", "goaway_proto", hdr(GOAWAY, 0, 0, 1))
+    write("frame", "open_wolf", data_frame(2, SYN, preamble({"service": "wolf"})))
+    write("frame", "open_sandbox_with_data",
+          data_frame(4, SYN, preamble({"service": "sandbox", "host": "lobby-1", "port": 9876})
+                     + b"GET / HTTP/1.1\r\n\r\n"))
+    write("frame", "open_fin", data_frame(6, SYN | FIN, preamble({"service": "probe"})))
+    write("frame", "window_ack", hdr(WINDOW_UPDATE, ACK, 2, 0))
+    write("frame", "window_rst", hdr(WINDOW_UPDATE, RST, 2, 0))
+    write("frame", "session",
+          data_frame(2, SYN, preamble({"service": "wolf"}))
+          + hdr(WINDOW_UPDATE, ACK, 2, 0)
+          + data_frame(2, 0, b"hello" * 20)
+          + hdr(WINDOW_UPDATE, 0, 2, 131072)
+          + data_frame(2, FIN, b"")
+          + hdr(WINDOW_UPDATE, FIN, 2, 0)
+          + hdr(PING, SYN, 0, 7)
+          + hdr(GOAWAY, 0, 0, 0))
+    write("frame", "max_data", data_frame(8, 0, bytes(range(256)) * 64))
+    write("frame", "partial_tail", data_frame(2, 0, b"abc") + hdr(DATA, 0, 2, 100) + b"xy")
+    write("frame", "bad_version", hdr(PING, SYN, 0, 1, version=1))
+    write("frame", "odd_stream", data_frame(3, 0, b"x"))
+    write("frame", "oversized_data", hdr(DATA, 0, 2, 16385))
+    write("frame", "syn_too_short", hdr(DATA, SYN, 2, 2) + b"\x00\x01")
+    write("frame", "preamble_bad_len", data_frame(2, SYN, b"\x04\x01{}"))
+
+
+# ---- JSON ----
+
+def gen_json():
+    reset("json")
+    seeds = {
+        "valid_spec": '{"name":"gpu-1","count":3,"ratio":0.5,"enabled":true,'
+                      '"labels":{"zone":"a"},"items":[1,2,3],"big":9007199254740992}',
+        "small": '{"name":"x"}',
+        "hello": '{"type":"hello","node_id":"node-1","version":"0.1.0","labels":{"gpu":"nvidia"},'
+                 '"max_sessions":4,"services":["wolf","moonlight"],"gpus":[{"vendor":"nvidia",'
+                 '"vram_mb":24576}],"protocol":1}',
+        "array": '[1,-2.5e10,"\\u00e9\\n",null,true,false,{},[]]',
+        "unicode": '{"name":"caf\u00e9 \u2603 \U0001f600","any":"\\ud83d\\ude00"}',
+        "deep": "[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]",
+        "dup_keys": '{"name":"a","name":"b"}',
+        "unknown_field": '{"name":"a","extra":1}',
+        "bad_types": '{"name":5,"count":"3","enabled":"yes","count":1.5}',
+        "range": '{"name":"a","count":1001}',
+        "numbers": '[0,-0,1e308,1e999,-1e-320,123456789012345678901234567890,0.1]',
+        "trailing_garbage": '{"name":"a"} x',
+        "trailing_ws": '{"name":"a"} \t\r\n',
+        "unterminated": '{"name":"a',
+        "nul_escape": '{"name":"a\\u0000b"}',
+        "control_char": '{"name":"a\x01b"}',
+        "invalid_utf8": b'{"name":"\xc0\x80\xed\xa0\x80\xff"}',
+        "lone_surrogate": '{"name":"\\ud800"}',
+        "empty": "",
+        "scalar": '"just a string"',
+    }
+    for k, v in seeds.items():
+        write("json", k, v)
+
+
+# ---- HTTP requests ----
+
+def gen_http():
+    reset("http")
+    seeds = {
+        "get_item": "GET /items/abc?q=x%20y&z=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+        "get_files": "GET /files/a/b/c.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "head_item": "HEAD /items/1 HTTP/1.1\r\nHost: a\r\n\r\n",
+        "post_echo": "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world",
+        "post_chunked": "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        "upload_chunked": "PUT /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "3\r\nabc\r\n4\r\ndefg\r\n1\r\nh\r\n0\r\n\r\n",
+        "upload_cl": "PUT /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n"
+                     "Expect: 100-continue\r\n\r\n0123456789",
+        "pipelined": "GET /items/1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                     "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+                     "HEAD /nothing HTTP/1.1\r\nHost: a\r\n\r\n"
+                     "GET /async HTTP/1.1\r\nHost: a\r\n\r\n"
+                     "DELETE /echo HTTP/1.1\r\nHost: a\r\n\r\n",
+        "http10": "GET /items/x HTTP/1.0\r\n\r\nPUT /upload HTTP/1.0\r\nContent-Length: 2\r\n\r\nok",
+        "http10_keepalive": "GET /async HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                            "GET /items/y HTTP/1.0\r\n\r\n",
+        "upgrade": "GET /items/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+                   "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n\x81\x85abcd",
+        "connect": "CONNECT node:wolf HTTP/1.1\r\nHost: node:wolf\r\n\r\n",
+        "smuggle_cl_te": "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /items/x HTTP/1.1\r\n\r\n",
+        "double_cl": "POST /echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "te_gzip": "POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        "bad_chunk": "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "5\r\nhelloXX0\r\n\r\n",
+        "obs_fold": "GET /items/1 HTTP/1.1\r\nHost: a\r\nX-Long: a\r\n b\r\n\r\n",
+        "dot_param": "GET /items/%2e%2e HTTP/1.1\r\n\r\nGET /files/a/%2e%2e/b HTTP/1.1\r\n\r\n",
+        "slash_param": "GET /items/a%2fb HTTP/1.1\r\n\r\nGET /items/a%00 HTTP/1.1\r\n\r\n",
+        "absolute_target": "GET http://evil/items/1 HTTP/1.1\r\n\r\n",
+        "fragment": "GET /items/1#frag HTTP/1.1\r\n\r\n",
+        "big_body": "POST /echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + "x" * 5000,
+        "many_headers": "GET /items/1 HTTP/1.1\r\n" + "".join(
+            "X-H%d: v\r\n" % i for i in range(20)) + "\r\n",
+        "long_url": "GET /items/" + "a" * 300 + " HTTP/1.1\r\n\r\n",
+        "expect_bad": "POST /echo HTTP/1.1\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx",
+        "http2_preface": "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        "bare_lf": "GET /items/1 HTTP/1.1\nHost: a\n\n",
+        "not_found_405": "GET /nope HTTP/1.1\r\n\r\nPOST /items/1 HTTP/1.1\r\n"
+                         "Content-Length: 0\r\n\r\nHEAD /echo HTTP/1.1\r\n\r\n",
+        "partial": "GET /items/1 HTTP/1.1\r\nHost:",
+    }
+    for k, v in seeds.items():
+        write("http", k, v)
+
+
+# ---- router: "METHOD\nPATH" ----
+
+def gen_router():
+    reset("router")
+    seeds = {
+        "root": "GET\n/",
+        "node": "GET\n/api/v1/nodes/node-1",
+        "node_gpu": "GET\n/api/v1/nodes/n%20x/gpu",
+        "delete": "DELETE\n/api/v1/nodes/abc",
+        "head": "HEAD\n/api/v1/nodes/abc",
+        "method_405": "PATCH\n/api/v1/nodes",
+        "proxy": "POST\n/api/v1/proxy/node-1/moonlight/api/x%2Fy/z",
+        "proxy_empty_rest": "GET\n/api/v1/proxy/n/s/",
+        "static": "GET\n/static/css/app.css",
+        "static_dot": "GET\n/static/a/%2E%2E/etc/passwd",
+        "lobby": "PUT\n/api/v1/sessions/s1/lobby/l2",
+        "specificity": "GET\n/a/b/c",
+        "specificity2": "POST\n/a/b/c",
+        "param_slash": "GET\n/api/v1/nodes/a%2fb",
+        "param_nul": "GET\n/api/v1/nodes/a%00b",
+        "param_dot": "GET\n/api/v1/nodes/.",
+        "bad_escape": "GET\n/api/v1/nodes/%zz",
+        "trailing_slash": "GET\n/api/v1/nodes/",
+        "empty_segs": "GET\n//api//v1",
+        "star": "OPTIONS\n/any/thing",
+        "deep": "GET\n/deep/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16",
+        "too_deep": "GET\n/static" + "/x" * 40,
+        "relative": "GET\napi/v1/nodes",
+        "plus": "GET\n/api/v1/nodes/a+b%2B",
+    }
+    for k, v in seeds.items():
+        write("router", k, v)
+
+
+# ---- addresses, pins and option lines ----
+
+def gen_opts_addr():
+    reset("opts_addr")
+    pin = "sha256:" + "0123456789abcdef" * 4
+    seeds = {
+        "v4": "127.0.0.1:8443",
+        "v4_any": "0.0.0.0:0",
+        "v6": "[::1]:8443",
+        "v6_any": "[::]:443",
+        "v6_bare": "fe80::1",
+        "port_only": ":8443",
+        "localhost": "localhost:8080",
+        "hostname": "cp.example.com:443",
+        "bad_port": "10.0.0.1:65536",
+        "sign_port": "10.0.0.1:+80",
+        "v6_unbracketed_port": "::1:80",
+        "v6_scope": "[fe80::1%eth0]:80",
+        "empty_brackets": "[]:80",
+        "long_host": "a" * 260 + ":1",
+        "pin": pin,
+        "pin_upper": pin.upper(),
+        "pin_short": pin[:-1],
+        "pin_bad_hex": pin[:-1] + "g",
+        "argv": "--listen\n0.0.0.0:8443\n-v\n--port=443\n--label\nzone=a\npositional",
+        "argv_env": "-p\n80\x00WOLFPACK_LABELS=a=1, b=2,,c\nWOLFPACK_TOKEN=secret\n"
+                    "WOLFPACK_VERBOSE=off",
+        "argv_bad": "--port\n99999\n--verbose=maybe\n--",
+        "argv_unknown": "--lisen=x",
+        "argv_dashdash": "--\n-v\n--x\na\nb\nc\nd",
+        "env_bad_int": "\x00WOLFPACK_MAX_SESSIONS=12abc",
+    }
+    for k, v in seeds.items():
+        write("opts_addr", k, v)
+
+
+# ---- TLS ClientHellos captured from openssl s_client ----
+
+def capture_client_hello(extra_args):
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10)
+    port = srv.getsockname()[1]
+    got = {}
+
+    def serve():
+        try:
+            conn, _ = srv.accept()
+            conn.settimeout(5)
+            buf = b""
+            # one TLS record: 5-byte header + length
+            while len(buf) < 5 or len(buf) < 5 + struct.unpack(">H", buf[3:5])[0]:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            got["hello"] = buf
+            conn.close()
+        except OSError:
+            pass
+
+    t = threading.Thread(target=serve)
+    t.start()
+    cmd = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port] + extra_args
+    try:
+        subprocess.run(cmd, input=b"", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    t.join()
+    srv.close()
+    return got.get("hello")
+
+
+def gen_tls():
+    if shutil.which("openssl") is None:
+        print("openssl not found: keeping corpus/tls_server as it is")
+        return
+    captures = {
+        "openssl_tls12": ["-tls1_2", "-servername", "localhost"],
+        "openssl_default": ["-servername", "localhost"],
+        "openssl_ecdsa_gcm": ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256",
+                              "-noservername"],
+        "openssl_chacha": ["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305",
+                           "-servername", "node-1.example"],
+    }
+    hellos = {}
+    for name, args in captures.items():
+        h = capture_client_hello(args)
+        if h:
+            hellos[name] = h
+    if not hellos:
+        print("no ClientHello captured: keeping corpus/tls_server as it is")
+        return
+    reset("tls_server")
+    for name, h in hellos.items():
+        write("tls_server", name, h)
+    h = hellos.get("openssl_tls12") or next(iter(hellos.values()))
+    # the same hello split over two records, and followed by junk records
+    body = h[5:]
+    half = len(body) // 2
+    split = (h[:3] + struct.pack(">H", half) + body[:half]
+             + h[:3] + struct.pack(">H", len(body) - half) + body[half:])
+    write("tls_server", "split_records", split)
+    write("tls_server", "hello_then_alert", h + b"\x15\x03\x03\x00\x02\x02\x28")
+    write("tls_server", "sslv2_hello", bytes.fromhex("802b0103010012000000100000") + b"\x00" * 32)
+    write("tls_server", "http_on_tls_port", "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+
+
+def main():
+    gen_frame()
+    gen_json()
+    gen_http()
+    gen_router()
+    gen_opts_addr()
+    gen_tls()
+    total = 0
+    for root, _, files in os.walk(CORPUS):
+        for f in files:
+            total += os.path.getsize(os.path.join(root, f))
+    print("corpus: %d bytes" % total)
+
+
+if __name__ == "__main__":
+    main()
