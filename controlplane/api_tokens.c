@@ -7,6 +7,8 @@
  *   DELETE /api/v1/tokens/{id}   → 204 (revoked; idempotent), 404 when unknown
  *
  * Only the SHA-256 of a token is stored. Agent tokens may be bound to one node id.
+ * Minting and revoking append token.created / token.revoked events in the same
+ * transaction (cp_events_exec, events.h); an idempotent second revoke writes none.
  */
 #include "api_tokens.h"
 
@@ -17,6 +19,7 @@
 #include "auth.h"
 #include "crypto.h"
 #include "err.h"
+#include "events.h"
 #include "ids.h"
 #include "json.h"
 #include "log.h"
@@ -42,6 +45,25 @@
 typedef struct cp_token_create {
     char secret[CP_TOKEN_SECRET_MAX];
 } cp_token_create;
+
+/* token.created, written in the transaction that inserts the token (never the secret). */
+static int cp_tokens_event_created(const PGresult *res, int row, cp_event *ev, cJSON **data,
+                                   void *ud)
+{
+    cp_call *call = ud;
+    cJSON *d = cJSON_CreateObject();
+    *data = d;
+    if (!d || !cJSON_AddStringToObject(d, "name", PQgetvalue(res, row, 1)) ||
+        !cJSON_AddStringToObject(d, "role", PQgetvalue(res, row, 2)) ||
+        !(PQgetisnull(res, row, 3)
+              ? cJSON_AddNullToObject(d, "node_id")
+              : cJSON_AddStringToObject(d, "node_id", PQgetvalue(res, row, 3))) ||
+        !cJSON_AddStringToObject(d, "by", call->who.name))
+        return WP_ERR_NOMEM;
+    ev->type = CP_EV_TOKEN_CREATED;
+    ev->token_id = PQgetvalue(res, row, 0);
+    return 1;
+}
 
 static void cp_tokens_created(int err, PGresult *res, void *ud)
 {
@@ -136,12 +158,12 @@ static void cp_tokens_create(cp_call *call)
         snprintf(exp, sizeof(exp), "%lld", expires_in);
     const char *params[] = {name, cp_role_name(role), hash, node_id ? node_id : "", exp};
     call->data = tc;
-    int rc = cp_db_query(cp_store_db(call->server->store),
-                         "INSERT INTO tokens (name, role, hash, node_id, expires_at) VALUES "
-                         "($1, $2, decode($3, 'hex'), NULLIF($4, ''), "
-                         "CASE WHEN $5 = '' THEN NULL ELSE now() + make_interval(secs => $5::int) "
-                         "END) RETURNING " CP_TOKEN_COLUMNS,
-                         5, params, cp_tokens_created, call);
+    int rc = cp_events_exec(cp_store_db(call->server->store),
+                            "INSERT INTO tokens (name, role, hash, node_id, expires_at) VALUES "
+                            "($1, $2, decode($3, 'hex'), NULLIF($4, ''), "
+                            "CASE WHEN $5 = '' THEN NULL ELSE now() + make_interval(secs => "
+                            "$5::int) END) RETURNING " CP_TOKEN_COLUMNS,
+                            5, params, cp_tokens_event_created, cp_tokens_created, call);
     cJSON_Delete(doc);
     if (rc != 0) {
         wp_secure_zero(tc, sizeof(*tc));
@@ -180,6 +202,22 @@ static void cp_tokens_list(cp_call *call)
         cp_call_respond_db_error(call, rc);
 }
 
+/* token.revoked, only when this call revoked it (revoking again is a no-op). */
+static int cp_tokens_event_revoked(const PGresult *res, int row, cp_event *ev, cJSON **data,
+                                   void *ud)
+{
+    cp_call *call = ud;
+    if (PQgetvalue(res, row, 1)[0] != 't')
+        return 0;
+    cJSON *d = cJSON_CreateObject();
+    *data = d;
+    if (!d || !cJSON_AddStringToObject(d, "by", call->who.name))
+        return WP_ERR_NOMEM;
+    ev->type = CP_EV_TOKEN_REVOKED;
+    ev->token_id = PQgetvalue(res, row, 0);
+    return 1;
+}
+
 static void cp_tokens_revoked(int err, PGresult *res, void *ud)
 {
     cp_call *call = ud;
@@ -203,10 +241,10 @@ static void cp_tokens_revoke(cp_call *call)
         return;
     }
     const char *params[] = {id};
-    int rc = cp_db_query(cp_store_db(call->server->store),
-                         "UPDATE tokens SET revoked_at = coalesce(revoked_at, now()) "
-                         "WHERE id = $1::uuid RETURNING id",
-                         1, params, cp_tokens_revoked, call);
+    int rc = cp_events_exec(cp_store_db(call->server->store),
+                            "UPDATE tokens SET revoked_at = coalesce(revoked_at, now()) "
+                            "WHERE id = $1::uuid RETURNING id, revoked_at = now() AS newly",
+                            1, params, cp_tokens_event_revoked, cp_tokens_revoked, call);
     if (rc != 0)
         cp_call_respond_db_error(call, rc);
 }

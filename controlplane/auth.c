@@ -13,12 +13,15 @@
 #include "log.h"
 #include "store.h"
 
-#define CP_TOKEN_LEN_MAX 256
+#define CP_TOKEN_LEN_MAX  256
+#define CP_AUTH_CHALLENGE "Bearer realm=\"wolfpack\""
 
 /* Every cp_call is allocated as the first member of one of these. */
 typedef struct cp_auth_pending {
     cp_call call;
-    const cp_api_route *route;
+    unsigned roles;
+    cp_api_fn fn;
+    void (*on_fail)(void *data); /* cp_auth_request: the caller's release hook */
     uint8_t want_hash[32];
 } cp_auth_pending;
 
@@ -69,6 +72,16 @@ static void cp_call_aborted(wp_http_req *req, void *ud)
     call->req = NULL;
 }
 
+/* Runs the on_fail hook of a call that never reached its API function (at most once). */
+static void cp_auth_fail_hook(cp_call *call)
+{
+    cp_auth_pending *p = (cp_auth_pending *)call;
+    void (*hook)(void *) = p->on_fail;
+    p->on_fail = NULL;
+    if (hook)
+        hook(call->data);
+}
+
 static void cp_call_free(cp_call *call)
 {
     if (call->req)
@@ -84,11 +97,26 @@ void cp_call_respond_json(cp_call *call, int status, const cJSON *body)
     cp_call_free(call);
 }
 
+void cp_call_done(cp_call *call)
+{
+    cp_call_free(call);
+}
+
+/* CONNECT answers a missing or bad credential with 407 and Proxy-Authenticate. */
+static int cp_auth_is_connect(wp_http_req *req)
+{
+    return strcmp(wp_http_req_method(req), "CONNECT") == 0;
+}
+
 void cp_call_respond_error(cp_call *call, int status, const char *code, const char *message)
 {
     if (call->req) {
-        if (status == 401)
-            wp_http_resp_header(call->req, "WWW-Authenticate", "Bearer");
+        if (status == 401 && cp_auth_is_connect(call->req)) {
+            status = 407;
+            wp_http_resp_header(call->req, "Proxy-Authenticate", CP_AUTH_CHALLENGE);
+        } else if (status == 401) {
+            wp_http_resp_header(call->req, "WWW-Authenticate", CP_AUTH_CHALLENGE);
+        }
         if (status == 503)
             wp_http_resp_header(call->req, "Retry-After", "5");
         wp_http_respond_error(call->req, status, code, message);
@@ -120,10 +148,12 @@ static void cp_auth_looked_up(int err, PGresult *res, void *ud)
     cp_auth_pending *p = ud;
     cp_call *call = &p->call;
     if (!call->req) {
+        cp_auth_fail_hook(call);
         cp_call_free(call);
         return;
     }
     if (err != 0) {
+        cp_auth_fail_hook(call);
         cp_call_respond_db_error(call, err);
         return;
     }
@@ -133,6 +163,7 @@ static void cp_auth_looked_up(int err, PGresult *res, void *ud)
         wp_hex_decode(PQgetvalue(res, 0, 4), strlen(PQgetvalue(res, 0, 4)), got, sizeof(got),
                       &glen) != 0 ||
         glen != sizeof(got) || !wp_ct_equal(got, p->want_hash, sizeof(got))) {
+        cp_auth_fail_hook(call);
         cp_call_respond_error(call, 401, "unauthorized", "invalid, revoked or expired token");
         return;
     }
@@ -140,17 +171,26 @@ static void cp_auth_looked_up(int err, PGresult *res, void *ud)
     snprintf(call->who.name, sizeof(call->who.name), "%s", PQgetvalue(res, 0, 1));
     call->who.role = cp_role_parse(PQgetvalue(res, 0, 2));
     snprintf(call->who.node_id, sizeof(call->who.node_id), "%s", PQgetvalue(res, 0, 3));
-    if (!(call->who.role & (int)p->route->roles)) {
+    if (!(call->who.role & (int)p->roles)) {
+        cp_auth_fail_hook(call);
         cp_call_respond_error(call, 403, "forbidden", "this token's role may not do that");
         return;
     }
-    p->route->fn(call);
+    p->on_fail = NULL;
+    p->fn(call);
 }
 
-/* Extracts the token from "Authorization: Bearer <token>"; NULL if absent or malformed. */
+/*
+ * Extracts the token from "Authorization: Bearer <token>" (for CONNECT,
+ * "Proxy-Authorization: Bearer <token>" first); NULL if absent or malformed.
+ */
 static const char *cp_auth_bearer(wp_http_req *req)
 {
-    const char *h = wp_http_req_header(req, "Authorization");
+    const char *h = NULL;
+    if (cp_auth_is_connect(req))
+        h = wp_http_req_header(req, "Proxy-Authorization");
+    if (!h)
+        h = wp_http_req_header(req, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7) != 0)
         return NULL;
     h += 7;
@@ -167,26 +207,40 @@ static const char *cp_auth_bearer(wp_http_req *req)
     return h;
 }
 
-static void cp_auth_handler(wp_http_req *req, void *ud)
+void cp_auth_request(cp_server *s, wp_http_req *req, unsigned roles, cp_api_fn fn,
+                     void (*on_fail)(void *data), void *data)
 {
-    const cp_api_route *route = ud;
-    cp_server *s = route->server;
     const char *token = cp_auth_bearer(req);
     if (!token) {
-        wp_http_resp_header(req, "WWW-Authenticate", "Bearer");
+        if (on_fail)
+            on_fail(data);
+        if (cp_auth_is_connect(req)) {
+            wp_http_resp_header(req, "Proxy-Authenticate", CP_AUTH_CHALLENGE);
+            wp_http_respond_error(req, 407, "unauthorized", "missing or malformed bearer token");
+            return;
+        }
+        wp_http_resp_header(req, "WWW-Authenticate", CP_AUTH_CHALLENGE);
         wp_http_respond_error(req, 401, "unauthorized", "missing or malformed bearer token");
         return;
     }
-    if (cp_server_require_db(s, req))
+    if (cp_server_require_db(s, req)) {
+        if (on_fail)
+            on_fail(data);
         return;
+    }
     cp_auth_pending *p = calloc(1, sizeof(*p));
     if (!p) {
+        if (on_fail)
+            on_fail(data);
         wp_http_respond_error(req, 500, "internal", "out of memory");
         return;
     }
     p->call.server = s;
     p->call.req = req;
-    p->route = route;
+    p->call.data = data;
+    p->roles = roles;
+    p->fn = fn;
+    p->on_fail = on_fail;
     char hex[65];
     wp_sha256(token, strlen(token), p->want_hash);
     wp_hex_encode(p->want_hash, sizeof(p->want_hash), hex, sizeof(hex));
@@ -197,8 +251,17 @@ static void cp_auth_handler(wp_http_req *req, void *ud)
                          "FROM tokens WHERE hash = decode($1, 'hex') AND revoked_at IS NULL "
                          "AND (expires_at IS NULL OR expires_at > now())",
                          1, params, cp_auth_looked_up, p);
-    if (rc != 0)
+    wp_secure_zero(hex, sizeof(hex));
+    if (rc != 0) {
+        cp_auth_fail_hook(&p->call);
         cp_call_respond_db_error(&p->call, rc);
+    }
+}
+
+static void cp_auth_handler(wp_http_req *req, void *ud)
+{
+    const cp_api_route *route = ud;
+    cp_auth_request(route->server, req, route->roles, route->fn, NULL, NULL);
 }
 
 int cp_auth_route(cp_server *s, const char *method, const char *pattern, unsigned roles,

@@ -11,8 +11,14 @@
  * answering, and every call ends with cp_call_respond*() or cp_call_done().
  *
  * Answers: 401 unauthorized (missing/unknown/revoked/expired token, with
- * WWW-Authenticate: Bearer), 403 forbidden (role), 503 database_unavailable.
- * Tokens are never logged or echoed.
+ * WWW-Authenticate: Bearer realm="wolfpack"), 403 forbidden (role), 503
+ * database_unavailable. A CONNECT request is authenticated from
+ * Proxy-Authorization (then Authorization) and gets 407 with
+ * Proxy-Authenticate instead of 401. Tokens are never logged or echoed.
+ *
+ * cp_auth_request() runs the same steps from a handler the caller registered
+ * itself (an UPGRADE route or the CONNECT handler), so it can check cheap
+ * limits before spending a token hash and a database query.
  */
 #ifndef CP_AUTH_H
 #define CP_AUTH_H
@@ -50,6 +56,24 @@ const char *cp_role_name(int role);
  */
 int cp_auth_route(cp_server *s, const char *method, const char *pattern, unsigned roles,
                   cp_api_fn fn);
+
+/*
+ * Authenticates req (see above) and, when its role is in `roles`, calls
+ * fn(call) later with call->data = data; fn then owns the call. Otherwise
+ * the request is answered here (401/407/403/500/503, or nothing when the
+ * client went away) and on_fail(data) (may be NULL) is called once, before
+ * the answer, so the caller can release what it reserved for the request.
+ * Exactly one of fn and on_fail runs, possibly before this returns.
+ */
+void cp_auth_request(cp_server *s, wp_http_req *req, unsigned roles, cp_api_fn fn,
+                     void (*on_fail)(void *data), void *data);
+
+/*
+ * Ends a call without answering (frees it): for a function that finished
+ * the request another way (wp_http_req_hijack) or never will (the client
+ * went away).
+ */
+void cp_call_done(cp_call *call);
 
 /* The live request, or NULL when the client has gone away. */
 wp_http_req *cp_call_req(cp_call *call);

@@ -47,6 +47,12 @@ static size_t cp_config_table(cp_config *cfg, struct cp_config_raw *raw, wp_opt 
          "a request's headers must arrive within this (slowloris guard)", "10", 1, 3600},
         {"http-idle-timeout", 0, WP_OPT_INT, &cfg->idle_timeout_s, "WOLFPACK_HTTP_IDLE_TIMEOUT",
          "SECONDS", "close keep-alive connections idle this long", "60", 1, 86400},
+        {"heartbeat-interval", 0, WP_OPT_INT, &cfg->heartbeat_interval_s,
+         "WOLFPACK_HEARTBEAT_INTERVAL", "SECONDS",
+         "how often agents send heartbeats; a node silent for two intervals goes offline", "10",
+         1, 300},
+        {"max-tunnels", 0, WP_OPT_INT, &cfg->max_tunnels, "WOLFPACK_MAX_TUNNELS", "N",
+         "most concurrent agent tunnels", "1024", 1, 100000},
         {"log-format", 0, WP_OPT_STRING, &raw->log_format, "WOLFPACK_LOG_FORMAT", "FMT",
          "logfmt or json", "logfmt", 0, 0},
         {"log-level", 0, WP_OPT_STRING, &raw->log_level, "WOLFPACK_LOG_LEVEL", "LEVEL",
@@ -80,6 +86,8 @@ int cp_config_parse(cp_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
     cfg->max_handshakes = 64;
     cfg->header_timeout_s = 10;
     cfg->idle_timeout_s = 60;
+    cfg->heartbeat_interval_s = 10;
+    cfg->max_tunnels = 1024;
 
     size_t n = cp_config_table(cfg, &raw, table, sizeof(table) / sizeof(table[0]));
     rc = wp_opts_parse(table, n, argc, argv, 1, getenv_fn, pos, 4, &npos, err, cap);

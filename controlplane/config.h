@@ -33,6 +33,8 @@ typedef struct cp_config {
     long long header_timeout_s; /* request headers must complete within this */
     long long idle_timeout_s;   /* keep-alive connections idle longer are closed */
     long long max_handshakes;   /* concurrent TLS handshakes */
+    long long heartbeat_interval_s; /* heartbeat_interval_ms sent to agents in `welcome` / 1000 */
+    long long max_tunnels;          /* concurrent agent tunnels (beyond: 503 over_capacity) */
 } cp_config;
 
 /*

@@ -153,8 +153,30 @@ static const char migration_0001_initial[] =
     "CREATE TRIGGER replicas_touch BEFORE UPDATE ON replicas\n"
     "    FOR EACH ROW EXECUTE FUNCTION wp_touch_updated_at();\n";
 
+/*
+ * Migration 2 — node registry and events (issue 4, items 6-8):
+ *   nodes.gpu_stats     per-GPU live stats from the last heartbeat (array)
+ *   nodes.wolf_healthy  the last heartbeat's verdict on Wolf (all probes ok)
+ *   nodes.gpu_vendor    derived from the inventory: best of nvidia > amd > intel > none,
+ *                       a stored generated column so filters and the scheduler can index it
+ *   events_type_idx     filtering the event log by type
+ */
+static const char migration_0002_node_registry[] =
+    "ALTER TABLE nodes\n"
+    "    ADD COLUMN gpu_stats jsonb NOT NULL DEFAULT '[]'\n"
+    "        CHECK (jsonb_typeof(gpu_stats) = 'array'),\n"
+    "    ADD COLUMN wolf_healthy boolean NOT NULL DEFAULT true,\n"
+    "    ADD COLUMN gpu_vendor text GENERATED ALWAYS AS (\n"
+    "        CASE WHEN gpus @> '[{\"vendor\": \"nvidia\"}]' THEN 'nvidia'\n"
+    "             WHEN gpus @> '[{\"vendor\": \"amd\"}]' THEN 'amd'\n"
+    "             WHEN gpus @> '[{\"vendor\": \"intel\"}]' THEN 'intel'\n"
+    "             ELSE 'none' END) STORED;\n"
+    "CREATE INDEX nodes_gpu_vendor_idx ON nodes (gpu_vendor);\n"
+    "CREATE INDEX events_type_idx ON events (type, id);\n";
+
 const cp_migration cp_migrations[] = {
     {1, "initial", migration_0001_initial},
+    {2, "node_registry", migration_0002_node_registry},
 };
 
 const size_t cp_migrations_count = sizeof cp_migrations / sizeof cp_migrations[0];

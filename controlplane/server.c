@@ -10,6 +10,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "api_events.h"
+#include "api_nodes.h"
 #include "api_tokens.h"
 #include "cert.h"
 #include "err.h"
@@ -184,7 +186,8 @@ int cp_server_start(cp_server *s, uv_loop_t *loop, const cp_config *cfg, char *e
     if ((rc = wp_http_server_route(s->http, "GET", "/healthz", cp_route_healthz, s, 0)) != 0 ||
         (rc = wp_http_server_route(s->http, "GET", "/readyz", cp_route_readyz, s, 0)) != 0 ||
         (rc = wp_http_server_route(s->http, "GET", "/version", cp_route_version, s, 0)) != 0 ||
-        (rc = cp_api_tokens_register(s)) != 0) {
+        (rc = cp_api_tokens_register(s)) != 0 || (rc = cp_api_nodes_register(s)) != 0 ||
+        (rc = cp_api_events_register(s)) != 0) {
         snprintf(err, cap, "cannot register routes: %s", wp_strerror(rc));
         goto fail;
     }

@@ -1,15 +1,117 @@
 /*
  * main.c — wolfpack-agent entry point: subcommand dispatch (run, probe,
- * version, help) over the configuration parsed in config.c.
+ * version, help) over the configuration parsed in config.c; `run` loads the
+ * token and hands over to the tunnel client (agent.c).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "agent.h"
 #include "config.h"
+#include "crypto.h"
 #include "err.h"
 #include "log.h"
 #include "version.h"
+
+#define NA_TOKEN_FILE_MAX 4096
+
+/*
+ * Reads the token file (at start, before the loop runs) into out, without
+ * trailing whitespace. Returns 0, or WP_ERR_IO / WP_ERR_LIMIT with a reason.
+ */
+static int na_read_token_file(const char *path, char *out, size_t cap, char *err, size_t ecap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, ecap, "--token-file %s: %s", path, strerror(errno));
+        return WP_ERR_IO;
+    }
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, out + len, cap - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf(err, ecap, "--token-file %s: %s", path, strerror(errno));
+            close(fd);
+            return WP_ERR_IO;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len == cap - 1) {
+            char c;
+            if (read(fd, &c, 1) > 0) {
+                snprintf(err, ecap, "--token-file %s: longer than %zu bytes", path, cap - 2);
+                close(fd);
+                wp_secure_zero(out, cap);
+                return WP_ERR_LIMIT;
+            }
+            break;
+        }
+    }
+    close(fd);
+    while (len > 0 && (out[len - 1] == '\n' || out[len - 1] == '\r' || out[len - 1] == ' ' ||
+                       out[len - 1] == '\t'))
+        len--;
+    out[len] = '\0';
+    return 0;
+}
+
+static int na_cmd_run(const na_config *cfg)
+{
+    char err[512] = "";
+    static char token_buf[NA_TOKEN_FILE_MAX + 2];
+    const char *token = cfg->token;
+    int rc = na_agent_check_config(cfg, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "wolfpack-agent: %s\n", err);
+        return 2;
+    }
+    if (!cfg->url) {
+        fprintf(stderr, "wolfpack-agent: --url is required (wss://host:port)\n");
+        return 2;
+    }
+    if (cfg->token_file) {
+        if (na_read_token_file(cfg->token_file, token_buf, sizeof(token_buf), err, sizeof(err)) !=
+            0) {
+            fprintf(stderr, "wolfpack-agent: %s\n", err);
+            return 2;
+        }
+        token = token_buf;
+    }
+    if (!token || !token[0]) {
+        fprintf(stderr, "wolfpack-agent: an agent token is required (--token-file or --token)\n");
+        return 2;
+    }
+    if (wp_log_secret_add(token) != 0) {
+        fprintf(stderr, "wolfpack-agent: the agent token is too short to be real\n");
+        return 2;
+    }
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0) {
+        fprintf(stderr, "wolfpack-agent: cannot create the event loop\n");
+        return 1;
+    }
+    na_agent_opts opts = {.cfg = cfg, .token = token, .sb = NULL, .drain_timeout_ms = 0};
+    rc = na_agent_run(&loop, &opts, err, sizeof(err));
+    wp_secure_zero(token_buf, sizeof(token_buf));
+    int lc = uv_loop_close(&loop);
+    if (rc != 0) {
+        fprintf(stderr, "wolfpack-agent: %s\n", err[0] ? err : wp_strerror(rc));
+        return rc == WP_ERR_CONFIG ? 2 : 1;
+    }
+    if (lc != 0) {
+        wp_log_error("event loop still had open handles at exit");
+        return 1;
+    }
+    return 0;
+}
 
 static void na_usage(FILE *out)
 {
@@ -67,14 +169,22 @@ int main(int argc, char **argv)
         wp_version_print("wolfpack-agent");
         rc = 0;
         break;
-    default:
-        /* The tunnel client (run) and the probes arrive with their own issues; until then
-         * the agent validates its configuration and says plainly that it cannot serve. */
-        fprintf(stderr,
-                "wolfpack-agent: configuration is valid (node id %s, %zu services); this build "
-                "has no tunnel client or probes yet\n",
-                cfg.node_id, cfg.nservices);
+    case NA_CMD_PROBE:
+        /* GPU and Wolf probes arrive with their own issue; say so plainly. */
+        printf("node id: %s\nservices (allow-list):\n", cfg.node_id);
+        for (size_t i = 0; i < cfg.nservices; i++) {
+            const na_service *sv = &cfg.services[i];
+            if (sv->kind == NA_SVC_UNIX)
+                printf("  %s = unix:%s\n", sv->name, sv->target);
+            else
+                printf("  %s = tcp:%s:%d\n", sv->name, sv->target, sv->port);
+        }
+        fprintf(stderr, "wolfpack-agent: probes (GPU inventory, service health) are not built "
+                        "yet; nothing was checked\n");
         rc = 3;
+        break;
+    default:
+        rc = na_cmd_run(&cfg);
         break;
     }
     na_config_free(&cfg);

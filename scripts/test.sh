@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/test.sh — the whole test suite, from a fresh Debian 12 machine (as root):
 # installs build + test dependencies, checks formatting, builds twice (gcc -Werror, then
-# clang with ASan+UBSan) and runs every unit and integration test with ctest on both.
+# clang with ASan+UBSan) and runs every unit, integration and fuzz-corpus test with ctest on
+# both, then builds the libFuzzer targets and fuzzes each for a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -38,4 +39,10 @@ UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
 t4=$(date +%s)
 
-echo "== timings: gcc build $((t1 - t0))s (incl. deps), gcc tests $((t2 - t1))s, asan build $((t3 - t2))s, asan tests $((t4 - t3))s, total $((t4 - t0))s"
+echo "== build: clang, libFuzzer targets; run each for a few seconds on its seed corpus"
+cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DWP_FUZZ=ON >/dev/null
+cmake --build build-fuzz -j "$jobs" --target fuzz_frame fuzz_http fuzz_json fuzz_opts_addr fuzz_router fuzz_tls_server
+WP_FUZZ_SECONDS=${WP_FUZZ_SECONDS:-5} ctest --test-dir build-fuzz --output-on-failure -L '^fuzz$'
+t5=$(date +%s)
+
+echo "== timings: gcc build $((t1 - t0))s (incl. deps), gcc tests $((t2 - t1))s, asan build $((t3 - t2))s, asan tests $((t4 - t3))s, fuzz $((t5 - t4))s, total $((t5 - t0))s"
