@@ -7,6 +7,7 @@
  *   DELETE /api/v1/tokens/{id}   → 204 (revoked; idempotent), 404 when unknown
  *
  * Only the SHA-256 of a token is stored. Agent tokens may be bound to one node id.
+ * Revoking a token also ends the tunnels of agents connected with it (tunnel.h).
  * Minting and revoking append token.created / token.revoked events in the same
  * transaction (cp_events_exec, events.h); an idempotent second revoke writes none.
  */
@@ -25,6 +26,7 @@
 #include "log.h"
 #include "pgjson.h"
 #include "store.h"
+#include "tunnel.h"
 
 #define CP_TOKENS_BODY_MAX     (64 * 1024)
 #define CP_TOKENS_LIST_MAX     1000
@@ -230,6 +232,10 @@ static void cp_tokens_revoked(int err, PGresult *res, void *ud)
         return;
     }
     wp_log_info("token revoked", WP_LS("id", PQgetvalue(res, 0, 0)), WP_LS("by", call->who.name));
+    /* An agent connected with it loses its tunnel now. */
+    int n = cp_tunnel_disconnect_token(call->server, PQgetvalue(res, 0, 0));
+    if (n > 0)
+        wp_log_info("tunnels of a revoked token closed", WP_LI("tunnels", n));
     cp_call_respond_empty(call, 204);
 }
 

@@ -82,23 +82,40 @@ static void cp_auth_fail_hook(cp_call *call)
         hook(call->data);
 }
 
+/*
+ * Detaches the live request from the call before answering it: answering may
+ * free the request at once, so the abort hook is cleared first and the call
+ * never touches the request again.
+ */
+static wp_http_req *cp_call_take_req(cp_call *call)
+{
+    wp_http_req *req = call->req;
+    if (req) {
+        wp_http_req_on_abort(req, NULL, NULL);
+        call->req = NULL;
+    }
+    return req;
+}
+
+/* Frees the call. Never touches call->req: it may already be answered and freed. */
 static void cp_call_free(cp_call *call)
 {
-    if (call->req)
-        wp_http_req_on_abort(call->req, NULL, NULL);
     wp_secure_zero(call, sizeof(cp_auth_pending));
     free(call);
 }
 
 void cp_call_respond_json(cp_call *call, int status, const cJSON *body)
 {
-    if (call->req)
-        wp_http_respond_json(call->req, status, body);
+    wp_http_req *req = cp_call_take_req(call);
+    if (req)
+        wp_http_respond_json(req, status, body);
     cp_call_free(call);
 }
 
 void cp_call_done(cp_call *call)
 {
+    /* The request was answered, hijacked or aborted: only the hook may still point here. */
+    cp_call_take_req(call);
     cp_call_free(call);
 }
 
@@ -110,24 +127,26 @@ static int cp_auth_is_connect(wp_http_req *req)
 
 void cp_call_respond_error(cp_call *call, int status, const char *code, const char *message)
 {
-    if (call->req) {
-        if (status == 401 && cp_auth_is_connect(call->req)) {
+    wp_http_req *req = cp_call_take_req(call);
+    if (req) {
+        if (status == 401 && cp_auth_is_connect(req)) {
             status = 407;
-            wp_http_resp_header(call->req, "Proxy-Authenticate", CP_AUTH_CHALLENGE);
+            wp_http_resp_header(req, "Proxy-Authenticate", CP_AUTH_CHALLENGE);
         } else if (status == 401) {
-            wp_http_resp_header(call->req, "WWW-Authenticate", CP_AUTH_CHALLENGE);
+            wp_http_resp_header(req, "WWW-Authenticate", CP_AUTH_CHALLENGE);
         }
         if (status == 503)
-            wp_http_resp_header(call->req, "Retry-After", "5");
-        wp_http_respond_error(call->req, status, code, message);
+            wp_http_resp_header(req, "Retry-After", "5");
+        wp_http_respond_error(req, status, code, message);
     }
     cp_call_free(call);
 }
 
 void cp_call_respond_empty(cp_call *call, int status)
 {
-    if (call->req)
-        wp_http_respond(call->req, status, NULL, NULL, 0);
+    wp_http_req *req = cp_call_take_req(call);
+    if (req)
+        wp_http_respond(req, status, NULL, NULL, 0);
     cp_call_free(call);
 }
 

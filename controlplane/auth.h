@@ -69,9 +69,10 @@ void cp_auth_request(cp_server *s, wp_http_req *req, unsigned roles, cp_api_fn f
                      void (*on_fail)(void *data), void *data);
 
 /*
- * Ends a call without answering (frees it): for a function that finished
- * the request another way (wp_http_req_hijack) or never will (the client
- * went away).
+ * Ends a call without answering (frees it): for a function that takes the
+ * request over (streams it, hijacks it) or never will answer (the client went
+ * away). Call it BEFORE answering or hijacking the request yourself: it clears
+ * the call's abort hook on the still-live request and never touches it again.
  */
 void cp_call_done(cp_call *call);
 

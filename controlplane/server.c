@@ -17,6 +17,7 @@
 #include "err.h"
 #include "fs.h"
 #include "log.h"
+#include "tunnel.h"
 #include "version.h"
 
 static int cp_server_prepare_tls(cp_server *s, char *err, size_t cap)
@@ -187,7 +188,7 @@ int cp_server_start(cp_server *s, uv_loop_t *loop, const cp_config *cfg, char *e
         (rc = wp_http_server_route(s->http, "GET", "/readyz", cp_route_readyz, s, 0)) != 0 ||
         (rc = wp_http_server_route(s->http, "GET", "/version", cp_route_version, s, 0)) != 0 ||
         (rc = cp_api_tokens_register(s)) != 0 || (rc = cp_api_nodes_register(s)) != 0 ||
-        (rc = cp_api_events_register(s)) != 0) {
+        (rc = cp_api_events_register(s)) != 0 || (rc = cp_tunnels_init(s)) != 0) {
         snprintf(err, cap, "cannot register routes: %s", wp_strerror(rc));
         goto fail;
     }
@@ -206,20 +207,25 @@ fail:
     return rc;
 }
 
+static void cp_server_tunnels_closed(cp_server *s)
+{
+    if (s->on_closed)
+        s->on_closed(s);
+}
+
+/* HTTP is down (no new tunnels or CONNECTs): now end the hijacked ones. */
 static void cp_server_closed_cb(void *ud)
 {
     cp_server *s = ud;
     s->http = NULL;
-    if (s->on_closed)
-        s->on_closed(s);
+    cp_tunnels_shutdown(s, cp_server_tunnels_closed);
 }
 
 void cp_server_stop(cp_server *s, void (*on_closed)(cp_server *s))
 {
     s->on_closed = on_closed;
     if (!s->http) {
-        if (on_closed)
-            on_closed(s);
+        cp_tunnels_shutdown(s, cp_server_tunnels_closed);
         return;
     }
     wp_http_server_close(s->http, cp_server_closed_cb, s);

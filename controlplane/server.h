@@ -15,6 +15,7 @@
 #include "tls.h"
 
 struct cp_call;
+struct cp_tunnels;
 
 /* An authenticated API route (auth.c): which roles may call fn. */
 typedef struct cp_api_route {
@@ -39,6 +40,7 @@ typedef struct cp_server {
     cp_store *store; /* set by the owner before cp_server_start; readiness and the API use it */
     cp_api_route api_routes[CP_API_ROUTES_MAX];
     size_t napi_routes;
+    struct cp_tunnels *tunnels; /* agent tunnels (tunnel.h); NULL before start / after stop */
 } cp_server;
 
 /*
@@ -57,7 +59,11 @@ int cp_server_require_db(cp_server *s, wp_http_req *req);
 /* Reloads certificate and key from disk; on failure keeps serving with the old ones. */
 int cp_server_reload_tls(cp_server *s);
 
-/* Stops listening and closes every connection; on_closed(s) runs after the last handle closed. */
+/*
+ * Stops listening and closes every connection, then ends every agent tunnel
+ * and CONNECT bridge (cp_tunnels_shutdown); on_closed(s) runs after the last
+ * handle closed.
+ */
 void cp_server_stop(cp_server *s, void (*on_closed)(cp_server *s));
 
 #endif
