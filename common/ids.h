@@ -4,7 +4,7 @@
 #ifndef WP_IDS_H
 #define WP_IDS_H
 
-#define WP_NODE_ID_MAX 63
+#include "wolfpack/proto.h" /* WP_NODE_ID_MAX */
 
 /* Node id: [a-z0-9][a-z0-9-]{0,62}. Returns 1 if s is valid. */
 int wp_node_id_valid(const char *s);

@@ -72,10 +72,11 @@ static void cp_bridge_linger_closed(uv_handle_t *h)
     cp_bridge_free(b);
 }
 
-static void cp_bridge_close(cp_bridge *b)
+static void cp_bridge_close(cp_bridge *b, const char *why)
 {
     if (b->closing)
         return;
+    wp_log_debug("connect bridge closing", WP_LS("node", b->node), WP_LS("why", why));
     b->closing = 1;
     if (b->st) {
         cp_stream *st = b->st;
@@ -87,7 +88,7 @@ static void cp_bridge_close(cp_bridge *b)
 
 static void cp_bridge_force_close(cp_bridge_link *l)
 {
-    cp_bridge_close((cp_bridge *)l);
+    cp_bridge_close((cp_bridge *)l, "shutdown");
 }
 
 /* Stream done both ways: close once the client has everything (or the linger ends). */
@@ -96,7 +97,7 @@ static void cp_bridge_check_linger(cp_bridge *b)
     if (!b->lingering || b->closing)
         return;
     if (wp_buf_len(&b->to_conn) == 0 && wp_conn_write_queued(b->conn) == 0) {
-        cp_bridge_close(b);
+        cp_bridge_close(b, "done");
         return;
     }
     wp_conn_want_drain(b->conn);
@@ -106,7 +107,7 @@ static void cp_bridge_linger_cb(uv_timer_t *h)
 {
     cp_bridge *b = h->data;
     wp_log_debug("connect bridge linger expired", WP_LS("node", b->node));
-    cp_bridge_close(b);
+    cp_bridge_close(b, "linger expired");
 }
 
 /* ---- node → client ---- */
@@ -119,7 +120,7 @@ static void cp_bridge_flush_to_conn(cp_bridge *b)
         if (rc == WP_ERR_LIMIT)
             return; /* on_drain again */
         if (rc != 0) {
-            cp_bridge_close(b);
+            cp_bridge_close(b, "client write failed");
             return;
         }
         wp_buf_reset(&b->to_conn);
@@ -144,14 +145,14 @@ static void cp_bridge_st_data(cp_stream *st, const uint8_t *p, size_t n, void *u
             return;
         }
         if (rc != WP_ERR_LIMIT) {
-            cp_bridge_close(b);
+            cp_bridge_close(b, "client write failed");
             return;
         }
     }
     /* Bounded by the stream window: no credit goes back until these are written. */
     if (wp_buf_put(&b->to_conn, p, n) != 0) {
         wp_log_warn("connect bridge: node overran its window", WP_LS("node", b->node));
-        cp_bridge_close(b);
+        cp_bridge_close(b, "node overran its window");
     }
 }
 
@@ -177,7 +178,7 @@ static void cp_bridge_st_closed(cp_stream *st, int err, const char *reason, void
     if (err != 0) {
         wp_log_debug("connect bridge: stream ended", WP_LS("node", b->node),
                      WP_LS("reason", reason));
-        cp_bridge_close(b);
+        cp_bridge_close(b, "stream ended");
         return;
     }
     b->lingering = 1;
@@ -193,7 +194,7 @@ static int cp_bridge_flush_to_stream(cp_bridge *b)
     while (wp_buf_len(&b->to_stream) > 0 && b->st) {
         int k = cp_stream_write(b->st, wp_buf_ptr(&b->to_stream), wp_buf_len(&b->to_stream));
         if (k < 0) {
-            cp_bridge_close(b);
+            cp_bridge_close(b, "stream write failed");
             return 0;
         }
         if (k == 0)
@@ -223,7 +224,7 @@ static void cp_bridge_conn_data(wp_conn *c, const uint8_t *p, size_t n, void *ud
     if (wp_buf_len(&b->to_stream) == 0) {
         int k = cp_stream_write(b->st, p, n);
         if (k < 0) {
-            cp_bridge_close(b);
+            cp_bridge_close(b, "stream write failed");
             return;
         }
         p += k;
@@ -232,7 +233,7 @@ static void cp_bridge_conn_data(wp_conn *c, const uint8_t *p, size_t n, void *ud
             return;
     }
     if (wp_buf_put(&b->to_stream, p, n) != 0) {
-        cp_bridge_close(b);
+        cp_bridge_close(b, "client sent too much");
         return;
     }
     wp_conn_read_stop(c); /* on_writable resumes */
@@ -344,15 +345,15 @@ static void cp_bridge_start(cp_bridge *b, cp_stream *st)
     static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
     if (!b->linked || wp_conn_write_ctl(conn, ok, sizeof(ok) - 1) != 0) {
         wp_buf_free(&leftover);
-        cp_bridge_close(b);
+        cp_bridge_close(b, "cannot answer 200");
         return;
     }
     wp_log_info("connect bridge open", WP_LS("node", b->node), WP_LS("service", b->service),
                 WP_LS("peer", wp_conn_peer_str(conn)));
-    if (wp_buf_len(&leftover) > 0 && wp_buf_put(&b->to_stream, wp_buf_ptr(&leftover),
-                                                wp_buf_len(&leftover)) != 0) {
+    if (wp_buf_len(&leftover) > 0 &&
+        wp_buf_put(&b->to_stream, wp_buf_ptr(&leftover), wp_buf_len(&leftover)) != 0) {
         wp_buf_free(&leftover);
-        cp_bridge_close(b);
+        cp_bridge_close(b, "leftover too large");
         return;
     }
     wp_buf_free(&leftover);
@@ -372,8 +373,7 @@ static void cp_bridge_st_open(cp_stream *st, int err, const char *reason, void *
     wp_log_info("connect refused", WP_LS("node", b->node), WP_LS("service", b->service),
                 WP_LS("reason", reason));
     char msg[200];
-    snprintf(msg, sizeof(msg), "node %s did not open service %s: %s", b->node, b->service,
-             reason);
+    snprintf(msg, sizeof(msg), "node %s did not open service %s: %s", b->node, b->service, reason);
     cp_call_respond_error(b->call, 502, cp_bridge_reason_code(reason), msg);
     cp_bridge_free(b);
 }

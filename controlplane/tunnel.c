@@ -44,12 +44,12 @@
 #include "version.h"
 #include "ws.h"
 
-#define CP_TUNNEL_PULL_MAX       (256u * 1024u) /* bytes of frames per WebSocket message */
-#define CP_TUNNEL_JSON_DEPTH     16
-#define CP_TUNNEL_CLOSE_WAIT_MS  (WP_CLOSE_TIMEOUT_MS + 2000) /* ending: abort after this */
-#define CP_TUNNEL_SHUTDOWN_MS    (WP_CLOSE_TIMEOUT_MS + 1000) /* shutdown: abort the rest */
-#define CP_TUNNEL_STR_MAX        255 /* message/model/... strings in control messages */
-#define CP_TUNNEL_ERR_MAX        256
+#define CP_TUNNEL_PULL_MAX      (256u * 1024u) /* bytes of frames per WebSocket message */
+#define CP_TUNNEL_JSON_DEPTH    16
+#define CP_TUNNEL_CLOSE_WAIT_MS (WP_CLOSE_TIMEOUT_MS + 2000) /* ending: abort after this */
+#define CP_TUNNEL_SHUTDOWN_MS   (WP_CLOSE_TIMEOUT_MS + 1000) /* shutdown: abort the rest */
+#define CP_TUNNEL_STR_MAX       255 /* message/model/... strings in control messages */
+#define CP_TUNNEL_ERR_MAX       256
 
 enum { CP_TUN_HELLO = 0, CP_TUN_ACTIVE = 1 };
 
@@ -263,8 +263,8 @@ static void cp_tunnel_unregister(cp_tunnel *t)
     if (t->replaced)
         return; /* the node is still connected here, through the newer tunnel */
     cp_db *db = cp_tunnels_db(reg);
-    int rc = db ? cp_nodes_disconnected(db, t->node_id, reg->replica_id, NULL, NULL)
-                : WP_ERR_CLOSED;
+    int rc =
+        db ? cp_nodes_disconnected(db, t->node_id, reg->replica_id, NULL, NULL) : WP_ERR_CLOSED;
     if (rc != 0)
         wp_log_warn("cannot record the node as disconnected", WP_LS("node", t->node_id),
                     WP_LE("err", rc));
@@ -593,10 +593,11 @@ static int cp_hello_gpu_check(const cJSON *gpu, char *err, size_t cap)
         if (!v || !cp_str_printable(v, 1, 32))
             CP_HELLO_FAIL("gpu.devices: each needs a vendor string");
         const cJSON *vid = cJSON_GetObjectItemCaseSensitive(d, "vendor_id");
-        if (vid && (!cJSON_IsString(vid) || strlen(vid->valuestring) != 6 ||
-                    strncmp(vid->valuestring, "0x", 2) != 0 ||
-                    wp_hex_digit(vid->valuestring[2]) < 0 || wp_hex_digit(vid->valuestring[3]) < 0 ||
-                    wp_hex_digit(vid->valuestring[4]) < 0 || wp_hex_digit(vid->valuestring[5]) < 0))
+        if (vid &&
+            (!cJSON_IsString(vid) || strlen(vid->valuestring) != 6 ||
+             strncmp(vid->valuestring, "0x", 2) != 0 || wp_hex_digit(vid->valuestring[2]) < 0 ||
+             wp_hex_digit(vid->valuestring[3]) < 0 || wp_hex_digit(vid->valuestring[4]) < 0 ||
+             wp_hex_digit(vid->valuestring[5]) < 0))
             CP_HELLO_FAIL("gpu.devices: vendor_id must be 0x and 4 hex digits");
         for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
             const cJSON *sv = cJSON_GetObjectItemCaseSensitive(d, strs[i]);
@@ -710,8 +711,8 @@ static void cp_tunnel_hello_stored(int err, const cp_node_state *node, void *ud)
     else if (!node)
         wp_log_warn("node vanished while recording its hello", WP_LS("node", ctx->node_id));
     else
-        wp_log_info("node registry updated", WP_LS("node", node->id),
-                    WP_LS("status", node->status), WP_LI("registered", node->registered));
+        wp_log_info("node registry updated", WP_LS("node", node->id), WP_LS("status", node->status),
+                    WP_LI("registered", node->registered));
     free(ctx);
     cp_tunnels_maybe_free(reg);
 }
@@ -741,8 +742,7 @@ static void cp_tunnel_store_hello(cp_tunnel *t, const cJSON *doc)
     }
     if (rc != 0) {
         free(ctx);
-        wp_log_warn("cannot record the node's hello", WP_LS("node", t->node_id),
-                    WP_LE("err", rc));
+        wp_log_warn("cannot record the node's hello", WP_LS("node", t->node_id), WP_LE("err", rc));
         return;
     }
     reg->db_pending++;
@@ -883,8 +883,7 @@ static void cp_tunnel_on_heartbeat(cp_tunnel *t, const cJSON *doc)
     cp_tunnels *reg = t->reg;
     char err[CP_TUNNEL_ERR_MAX];
     if (cp_heartbeat_check(doc, err, sizeof(err)) != 0) {
-        wp_log_warn("invalid heartbeat dropped", WP_LS("node", t->node_id),
-                    WP_LS("reason", err));
+        wp_log_warn("invalid heartbeat dropped", WP_LS("node", t->node_id), WP_LS("reason", err));
         return;
     }
     uint64_t now = uv_now(reg->loop);
@@ -947,9 +946,9 @@ static void cp_tunnel_on_goaway(cp_tunnel *t, const cJSON *doc)
 static const char *cp_stream_err_known(const char *code)
 {
     static const char *const known[] = {
-        WP_STREAM_ERR_REFUSED,  WP_STREAM_ERR_NOT_ALLOWED, WP_STREAM_ERR_TIMEOUT,
-        WP_STREAM_ERR_UNREACHABLE, WP_STREAM_ERR_PROTOCOL, WP_STREAM_ERR_BUSY,
-        WP_STREAM_ERR_DRAINING, WP_STREAM_ERR_RESET,       WP_STREAM_ERR_INTERNAL,
+        WP_STREAM_ERR_REFUSED,     WP_STREAM_ERR_NOT_ALLOWED, WP_STREAM_ERR_TIMEOUT,
+        WP_STREAM_ERR_UNREACHABLE, WP_STREAM_ERR_PROTOCOL,    WP_STREAM_ERR_BUSY,
+        WP_STREAM_ERR_DRAINING,    WP_STREAM_ERR_RESET,       WP_STREAM_ERR_INTERNAL,
     };
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
         if (strcmp(code, known[i]) == 0)
@@ -1186,8 +1185,8 @@ static void cp_tunnel_route(wp_http_req *req, void *ud)
 /* ------------------------------------------------------------------ */
 /* registry: health sweep, lifecycle                                    */
 
-static void cp_tunnels_swept(int err, size_t n, const char *const *ids,
-                             const char *const *replicas, void *ud)
+static void cp_tunnels_swept(int err, size_t n, const char *const *ids, const char *const *replicas,
+                             void *ud)
 {
     cp_tunnels *reg = ud;
     reg->db_pending--;
@@ -1258,8 +1257,8 @@ int cp_tunnels_init(cp_server *s)
     }
     reg->s = s;
     reg->loop = s->loop;
-    snprintf(reg->replica_id, sizeof(reg->replica_id), "wolfpackd-%02x%02x%02x%02x", rnd[0],
-             rnd[1], rnd[2], rnd[3]);
+    snprintf(reg->replica_id, sizeof(reg->replica_id), "wolfpackd-%02x%02x%02x%02x", rnd[0], rnd[1],
+             rnd[2], rnd[3]);
     long long hb = s->cfg ? s->cfg->heartbeat_interval_s : 10;
     if (hb < 1)
         hb = 1;
@@ -1414,8 +1413,7 @@ int cp_tunnel_disconnect_token(cp_server *s, const char *token_id)
     return n;
 }
 
-int cp_tunnel_close_node(cp_server *s, const char *node_id, const char *reason,
-                         const char *message)
+int cp_tunnel_close_node(cp_server *s, const char *node_id, const char *reason, const char *message)
 {
     if (!s || !node_id || !reason || cp_goaway_close_code(reason) == 0)
         return WP_ERR_INVAL;

@@ -64,10 +64,10 @@ int cp_tunnel_connected(const cp_server *s, const char *node_id);
 typedef struct cp_tunnel_info {
     char node_id[64];
     char instance_id[33];
-    char version[65];        /* agent software version from hello */
-    char peer[64];           /* agent "ip:port" */
-    char token_id[40];       /* id of the token the agent authenticated with */
-    int64_t connected_at_ms; /* Unix ms of the welcome */
+    char version[65];          /* agent software version from hello */
+    char peer[64];             /* agent "ip:port" */
+    char token_id[40];         /* id of the token the agent authenticated with */
+    int64_t connected_at_ms;   /* Unix ms of the welcome */
     int64_t last_heartbeat_ms; /* Unix ms of the last accepted heartbeat, 0 if none yet */
     uint64_t heartbeats;       /* heartbeats accepted on this tunnel */
     size_t streams;            /* open streams */

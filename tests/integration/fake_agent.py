@@ -242,6 +242,17 @@ class FakeAgent:
                 self._iterate()
         except (OSError, ssl.SSLError) as e:
             self.last_error = e
+        # the closing handshake is done (or we stop): flush what is queued, then close TCP
+        try:
+            self.sock.settimeout(2)
+            if self.wbuf:
+                self.sock.sendall(bytes(self.wbuf))
+        except (OSError, ssl.SSLError):
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
         self.closed_evt.set()
 
     def _iterate(self):

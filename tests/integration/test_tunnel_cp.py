@@ -18,7 +18,9 @@ exits 0. No token ever appears in the log.
 import json
 import os
 import re
+import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -48,6 +50,7 @@ class EchoServer:
     """Threaded TCP echo server; half-closes its side after the client's EOF."""
 
     def __init__(self):
+        self.eofs = 0
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -68,9 +71,34 @@ class EchoServer:
             while True:
                 d = c.recv(65536)
                 if not d:
+                    self.eofs += 1
                     break
                 c.sendall(d)
             c.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+
+class BannerServer(EchoServer):
+    """Sends "banner\\n", half-closes at once, then records what it receives until EOF."""
+
+    def __init__(self):
+        self.received = []
+        super().__init__()
+
+    def _serve(self, c):
+        try:
+            c.sendall(b"banner\n")
+            c.shutdown(socket.SHUT_WR)
+            buf = b""
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                buf += d
+            self.received.append(buf)
         except OSError:
             pass
         finally:
@@ -160,26 +188,36 @@ def test_agent_joins(c):
 
 
 def echo_roundtrip(c, target, size, token=None, header="Proxy-Authorization"):
+    """Sends size random bytes through CONNECT to the echo service and reads them back.
+
+    (Python's SSLSocket.shutdown() drops TLS, so TLS half-close is tested with the
+    banner service instead; here the client reads exactly what it sent, then closes.)
+    """
     s, st, _, body = connect_to(c, target, c.admin if token is None else token, header)
     assert st == 200, (st, body)
     data = os.urandom(size)
     got = bytearray()
-
-    def writer():
-        view = memoryview(data)
-        for off in range(0, len(data), 65536):
-            s.sendall(view[off:off + 65536])
-        s.shutdown(socket.SHUT_WR)  # our FIN: the echo server then closes its side
-
-    th = threading.Thread(target=writer)
-    th.start()
-    s.settimeout(30)
-    while True:
-        d = s.recv(262144)
-        if not d:
-            break
-        got += d
-    th.join()
+    # One thread, non-blocking: an SSLSocket must not be read and written from two threads.
+    s.setblocking(False)
+    sent = 0
+    deadline = time.time() + 30
+    while len(got) < len(data) and time.time() < deadline:
+        wl = [s] if sent < len(data) else []
+        r, w, _ = select.select([s], wl, [], 1)
+        if s in w or (sent < len(data) and not r):
+            try:
+                sent += s.send(data[sent:sent + 65536])
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                pass
+        while True:
+            try:
+                d = s.recv(262144)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            if not d:
+                deadline = 0
+                break
+            got += d
     s.close()
     return data, bytes(got)
 
@@ -188,11 +226,28 @@ def test_connect_echo_1mib(c):
     data, got = echo_roundtrip(c, "gpu-a:echo", 1024 * 1024)
     assert len(got) == len(data), (len(got), len(data))
     assert got == data, "bytes differ"
-    # Authorization works as well as Proxy-Authorization; small and empty transfers too
+    # Authorization works as well as Proxy-Authorization
     data, got = echo_roundtrip(c, "gpu-a:echo", 10, header="Authorization")
-    assert got == data
-    data, got = echo_roundtrip(c, "gpu-a:echo", 0)
-    assert got == b""
+    assert got == data, (data, got)
+    # the echo service saw EOF when the client closed: client close -> FIN -> shutdown
+    assert wait_for(lambda: c.echo.eofs >= 2, timeout=5), c.echo.eofs
+
+
+def test_connect_half_close(c):
+    """The service half-closes first: the client gets EOF, yet can still send."""
+    s, st, _, body = connect_to(c, "gpu-a:banner", c.admin)
+    assert st == 200, (st, body)
+    s.settimeout(10)
+    got = b""
+    while True:
+        d = s.recv(1024)
+        if not d:
+            break
+        got += d
+    assert got == b"banner\n", got
+    s.sendall(b"after-fin")
+    s.close()
+    assert wait_for(lambda: c.banner.received == [b"after-fin"], timeout=5), c.banner.received
 
 
 def test_connect_refusals(c):
@@ -383,7 +438,9 @@ def main():
     c.agents = []
     c.stopped = False
     c.echo = EchoServer()
-    c.services = {"echo": c.echo.addr, "closed": ("127.0.0.1", free_port())}
+    c.banner = BannerServer()
+    c.services = {"echo": c.echo.addr, "banner": c.banner.addr,
+                  "closed": ("127.0.0.1", free_port())}
     with open(os.path.join(c.wp.state, "admin.token")) as f:
         c.admin = f.read().strip()
     with open(os.path.join(c.wp.state, "join.token")) as f:
@@ -393,7 +450,7 @@ def main():
     c.secrets = [c.admin, c.join, c.user]
     try:
         for t in (test_hello_timeout_start, test_agent_joins, test_connect_echo_1mib,
-                  test_connect_refusals, test_connect_auth, test_roles, test_upgrade_errors,
+                  test_connect_half_close, test_connect_refusals, test_connect_auth, test_roles, test_upgrade_errors,
                   test_replaced_and_duplicate, test_bound_token, test_revoked_token_disconnects,
                   test_garbage_frames, test_hello_timeout_end, test_sigterm_goaway,
                   test_never_logged):
