@@ -44,6 +44,8 @@
 #include "version.h"
 #include "ws.h"
 
+#define CP_RECOUNT_PERIOD_MS 60000u
+
 #define CP_TUNNEL_PULL_MAX      (256u * 1024u) /* bytes of frames per WebSocket message */
 #define CP_TUNNEL_JSON_DEPTH    16
 #define CP_TUNNEL_CLOSE_WAIT_MS (WP_CLOSE_TIMEOUT_MS + 2000) /* ending: abort after this */
@@ -104,6 +106,7 @@ struct cp_tunnels {
     uv_timer_t timer; /* health sweep; when shutting down: the deadline */
     size_t db_pending;
     int sweep_inflight;
+    unsigned ticks; /* health timer ticks, for the less frequent active_sessions recount */
     int shutting;
     int timer_closing;
     int closed;
@@ -1234,7 +1237,13 @@ static void cp_tunnels_timer_cb(uv_timer_t *h)
         return;
     }
     cp_db *db = cp_tunnels_db(reg);
-    if (!db || reg->sweep_inflight)
+    if (!db)
+        return;
+    /* Every minute or so, recompute active_sessions from the sessions table: counters
+     * maintained incrementally drift after crashes and reconnects (the old system's did). */
+    if (++reg->ticks % (CP_RECOUNT_PERIOD_MS / reg->heartbeat_ms + 1) == 0)
+        cp_nodes_recount_active(db, NULL, NULL);
+    if (reg->sweep_inflight)
         return;
     int rc = cp_nodes_health_sweep(db, 2u * reg->heartbeat_ms, cp_tunnels_swept, reg);
     if (rc == 0) {
