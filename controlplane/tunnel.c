@@ -46,7 +46,7 @@
 
 #define CP_RECOUNT_PERIOD_MS 60000u
 
-#define CP_TUNNEL_PULL_MAX      (256u * 1024u) /* bytes of frames per WebSocket message */
+#define CP_TUNNEL_PULL_MAX      (32u * 1024u) /* bytes of frames per WebSocket message */
 #define CP_TUNNEL_JSON_DEPTH    16
 #define CP_TUNNEL_CLOSE_WAIT_MS (WP_CLOSE_TIMEOUT_MS + 2000) /* ending: abort after this */
 #define CP_TUNNEL_SHUTDOWN_MS   (WP_CLOSE_TIMEOUT_MS + 1000) /* shutdown: abort the rest */

@@ -18,7 +18,7 @@
 #include "version.h"
 #include "ws.h"
 
-#define NA_OUT_MSG_MAX   (256u * 1024u)       /* binary message built per pull */
+#define NA_OUT_MSG_MAX   (32u * 1024u)        /* binary message built per pull */
 #define NA_WS_QUEUED_MAX (2u * 1024u * 1024u) /* WebSocket outbound bytes before backpressure */
 #define NA_TEXTQ_MAX     (512u * 1024u)       /* control messages waiting for the WebSocket */
 #define NA_DRAIN_POLL_MS 100

@@ -524,6 +524,7 @@ static void na_stream_try_next(na_stream *s)
     s->handle_inited = 1;
     s->refs++;
     s->creq.data = s;
+    uv_tcp_nodelay(&s->u.tcp, 1); /* interactive streams (Wolf API, signalling) */
     rc = uv_tcp_connect(&s->creq, &s->u.tcp, s->ai_cur->ai_addr, na_stream_connect_cb);
     if (rc < 0) {
         s->last_err = rc;

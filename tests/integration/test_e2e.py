@@ -21,7 +21,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wolfpack_test import Runner, Wolfpackd, binary, read_response  # noqa: E402
+from wolfpack_test import Runner, Wolfpackd, binary, exchange, read_response  # noqa: E402
 
 JOIN_RE = re.compile(r"^\s*(wolfpack-agent --url \S+ --token \S+ --ca-pin sha256:[0-9a-f]{64})\s*$",
                      re.M)
@@ -119,19 +119,7 @@ def test_connect_through_tunnel(c):
         head += d
     assert head.startswith(b"HTTP/1.1 200"), head
     payload = os.urandom(1 << 20)
-    got = bytearray()
-
-    def reader():
-        while len(got) < len(payload):
-            d = s.recv(65536)
-            if not d:
-                break
-            got.extend(d)
-
-    t = threading.Thread(target=reader)
-    t.start()
-    s.sendall(payload)
-    t.join(30)
+    got = exchange(s, payload, len(payload))
     assert bytes(got) == payload, (len(got), len(payload))
     s.close()
     # an unknown service is refused by the agent's allow-list

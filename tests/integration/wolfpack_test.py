@@ -157,6 +157,36 @@ class Wolfpackd:
         return self.proc.returncode
 
 
+def exchange(s, payload, expect_len, timeout=60):
+    """Sends payload and reads expect_len bytes back on ONE thread (Python TLS sockets are not
+    thread-safe): non-blocking socket, select() on both directions. Returns the bytes read."""
+    import select
+    s.setblocking(False)
+    sent, got = 0, bytearray()
+    deadline = time.time() + timeout
+    try:
+        while len(got) < expect_len and time.time() < deadline:
+            want_w = sent < len(payload)
+            r, w, _ = select.select([s], [s] if want_w else [], [], 0.5)
+            if w and want_w:
+                try:
+                    sent += s.send(payload[sent:sent + 65536])
+                except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                    pass
+            # SSL may hold decrypted bytes that select() cannot see: always try to read.
+            while True:
+                try:
+                    d = s.recv(65536)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    break
+                if not d:
+                    return bytes(got)
+                got.extend(d)
+    finally:
+        s.setblocking(True)
+    return bytes(got)
+
+
 def recv_all(s, limit=8 * 1024 * 1024, timeout=10):
     """Reads until the peer closes (or limit/timeout). Returns bytes."""
     s.settimeout(timeout)
