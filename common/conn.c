@@ -209,13 +209,25 @@ int wp_conn_is_closing(const wp_conn *c)
 }
 
 /* Connect-phase failure: report once through the connect callback, then close silently. */
+/* Why the connect that is being reported right now failed (see wp_conn_connect_error). */
+static char conn_connect_error[256];
+
+const char *wp_conn_connect_error(void)
+{
+    return conn_connect_error;
+}
+
 static void conn_connect_fail(wp_conn *c, int err)
 {
     wp_conn_connect_cb cb = c->ccb;
     c->ccb = NULL;
     memset(&c->cbs, 0, sizeof(c->cbs));
+    snprintf(conn_connect_error, sizeof(conn_connect_error), "%s",
+             c->tls && (err == WP_ERR_TLS || err == WP_ERR_VERIFY) ? wp_tls_last_error(c->tls)
+                                                                   : wp_strerror(err));
     if (cb)
         cb(NULL, err, c->cud);
+    conn_connect_error[0] = '\0';
     wp_conn_close(c);
 }
 

@@ -99,6 +99,13 @@ int wp_conn_accept(uv_stream_t *listener, wp_tls_conf *tls, wp_conn_gate *gate,
 typedef void (*wp_conn_connect_cb)(wp_conn *c, int status, void *ud);
 
 /*
+ * During a failing wp_conn_connect callback (conn NULL): a one-line reason
+ * without secrets, e.g. the TLS verification failure ("certificate expired").
+ * "" outside such a callback. Loop-thread only.
+ */
+const char *wp_conn_connect_error(void);
+
+/*
  * Dials host:port (name or IP literal; each resolved address is tried in
  * order), TLS when tls is not NULL (server_name for SNI/verification, NULL =
  * host). timeout_ms (> 0) bounds resolve + connect + handshake. On success

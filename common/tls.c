@@ -321,8 +321,14 @@ static int wp_tls_fail(wp_tls *t, int ret)
         for (char *q = info; *q; q++)
             if (*q == '\n')
                 *q = ';';
-        snprintf(t->last_error, sizeof(t->last_error), "certificate verification failed: %s",
-                 info[0] ? info : "unknown reason");
+        /* PROTOCOL.md §2.1 names the reasons: say those words first. */
+        const char *why = (flags & MBEDTLS_X509_BADCERT_EXPIRED)       ? "certificate expired"
+                          : (flags & MBEDTLS_X509_BADCERT_FUTURE)      ? "certificate not yet valid"
+                          : (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED) ? "unknown CA"
+                          : (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH) ? "name mismatch"
+                                                                       : "verification failed";
+        snprintf(t->last_error, sizeof(t->last_error), "%s (%s)", why,
+                 info[0] ? info : "no details");
         t->failed = WP_ERR_VERIFY;
         return t->failed;
     }

@@ -1180,7 +1180,10 @@ static void ws_client_connected(wp_conn *c, int status, void *ud)
     wp_ws *ws = ud;
     ws->conn_pending = 0;
     if (status < 0 || !c) {
-        ws_client_fail(ws, status < 0 ? status : WP_ERR_IO, NULL);
+        wp_ws_connect_info info;
+        memset(&info, 0, sizeof(info));
+        snprintf(info.transport_error, sizeof(info.transport_error), "%s", wp_conn_connect_error());
+        ws_client_fail(ws, status < 0 ? status : WP_ERR_IO, &info);
         return;
     }
     ws->conn = c;

@@ -137,10 +137,11 @@ int wp_ws_server_upgrade(wp_http_req *req, const char *subprotocol, const wp_ws_
 /* ---- client ---- */
 
 typedef struct wp_ws_connect_info {
-    int http_status;         /* status of the server's answer; 0 if none arrived */
-    unsigned retry_after_s;  /* Retry-After seconds of a refusal (0 if none; capped at 3600) */
-    char error_code[64];     /* "error.code" of a JSON error body, "" if none */
-    char error_message[256]; /* "error.message" of a JSON error body, "" if none */
+    int http_status;           /* status of the server's answer; 0 if none arrived */
+    unsigned retry_after_s;    /* Retry-After seconds of a refusal (0 if none; capped at 3600) */
+    char error_code[64];       /* "error.code" of a JSON error body, "" if none */
+    char error_message[256];   /* "error.message" of a JSON error body, "" if none */
+    char transport_error[256]; /* why TCP/TLS failed (e.g. "certificate expired"), "" if n/a */
 } wp_ws_connect_info;
 
 /*

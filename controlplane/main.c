@@ -19,6 +19,7 @@
 #include "err.h"
 #include "fs.h"
 #include "log.h"
+#include "rlimit.h"
 #include "server.h"
 #include "store.h"
 #include "version.h"
@@ -192,6 +193,10 @@ int main(int argc, char **argv)
     }
     wp_log_set_format(m.cfg.log_format);
     wp_log_set_level(m.cfg.log_level);
+    long nofile = wp_rlimit_raise_nofile();
+    if (nofile >= 0 && nofile < 4096)
+        wp_log_warn("open-file limit is low for --max-connections and tunnel streams",
+                    WP_LI("nofile", nofile));
     if (m.cfg.database_url)
         wp_log_secret_add(m.cfg.database_url);
 

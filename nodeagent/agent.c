@@ -936,9 +936,10 @@ static void na_connected(wp_ws *ws, int status, const wp_ws_connect_info *info, 
                          WP_LS("code", info->error_code));
         } else if (status == WP_ERR_VERIFY) {
             wp_log_error("TLS verification of the control plane failed",
-                         WP_LS("reason", a->cfg->has_ca_pin
-                                             ? "certificate pin mismatch"
-                                             : "unknown CA, expired or name mismatch"));
+                         WP_LS("reason", info->transport_error[0] ? info->transport_error
+                                         : a->cfg->has_ca_pin     ? "certificate pin mismatch"
+                                                                  : "unknown CA, expired or name "
+                                                                    "mismatch"));
         } else if (status == WP_ERR_BUSY) {
             wp_log_warn("control plane is over capacity", WP_LI("status", info->http_status),
                         WP_LI("retry_after_s", info->retry_after_s));

@@ -16,6 +16,7 @@
 #include "crypto.h"
 #include "err.h"
 #include "log.h"
+#include "rlimit.h"
 #include "version.h"
 
 #define NA_TOKEN_FILE_MAX 4096
@@ -160,6 +161,7 @@ int main(int argc, char **argv)
     }
     wp_log_set_format(cfg.log_format);
     wp_log_set_level(cfg.log_level);
+    wp_rlimit_raise_nofile(); /* up to the hard limit: one descriptor per open stream */
     switch (cfg.command) {
     case NA_CMD_HELP:
         na_usage(stdout);
