@@ -561,6 +561,7 @@ static int mux_leave(wp_mux *m, int rc)
         }
         break;
     }
+    m->in_feed = 0;
     mux_free_grave(m);
     m->depth = 0;
     if (m->free_pending)
@@ -983,12 +984,17 @@ int wp_mux_feed(wp_mux *m, const void *data, size_t len, uint64_t now_ms)
     if (m->in_feed)
         return WP_ERR_STATE;
     mux_enter(m);
+    /* Set for the whole call, including the deferred callbacks mux_leave runs at the
+     * end (on_writable, on_stream_closed...): a feed from any of them is refused. */
+    m->in_feed = 1;
     mux_clock(m, now_ms);
     m->last_rx = m->now;
     int rc = 0;
-    if (mux_feed_stop(m, &rc))
+    if (mux_feed_stop(m, &rc)) {
+        if (m->depth > 1)
+            m->in_feed = 0;
         return mux_leave(m, rc);
-    m->in_feed = 1;
+    }
     const uint8_t *in = data;
     size_t n = len;
     for (;;) {
@@ -1016,7 +1022,8 @@ int wp_mux_feed(wp_mux *m, const void *data, size_t len, uint64_t now_ms)
         if (mux_feed_stop(m, &rc))
             break;
     }
-    m->in_feed = 0;
+    if (m->depth > 1) /* nested in another mux call: that call's mux_leave runs the rest */
+        m->in_feed = 0;
     return mux_leave(m, rc);
 }
 

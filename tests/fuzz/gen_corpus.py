@@ -2,7 +2,9 @@
 """gen_corpus.py — regenerates the seed corpora under tests/fuzz/corpus/<target>/.
 
 Seeds are small, realistic inputs for each fuzz target: frames built the way
-common/frame.c builds them (yamux v0 headers, open preambles), valid and
+common/frame.c builds them (yamux v0 headers, open preambles), mux sessions
+(fuzz_mux.c's input layout: setup byte, policy byte, ops with raw peer frames
+or peer-mux actions), valid and
 invalid JSON, HTTP requests (chunked, pipelined, upgrade, hostile headers),
 router paths, addresses, pins and option lines. The TLS seeds are real
 ClientHellos captured from `openssl s_client` by a one-shot local socket
@@ -32,7 +34,13 @@ def write(target, name, data):
 
 
 def reset(target):
-    shutil.rmtree(os.path.join(CORPUS, target), ignore_errors=True)
+    """Removes the generated seeds of target, keeping saved crash-* inputs."""
+    d = os.path.join(CORPUS, target)
+    if not os.path.isdir(d):
+        return
+    for name in os.listdir(d):
+        if not name.startswith("crash-"):
+            os.remove(os.path.join(d, name))
 
 
 # ---- frames (PROTOCOL.md §5-§6) ----
@@ -82,6 +90,154 @@ def gen_frame():
     write("frame", "oversized_data", hdr(DATA, 0, 2, 16385))
     write("frame", "syn_too_short", hdr(DATA, SYN, 2, 2) + b"\x00\x01")
     write("frame", "preamble_bad_len", data_frame(2, SYN, b"\x04\x01{}"))
+
+
+# ---- mux sessions (fuzz_mux.c: setup byte, policy byte, then ops) ----
+
+WU = WINDOW_UPDATE
+POL_ACCEPT, POL_RESET, POL_ECHO, POL_CONSUME = 0x01, 0x02, 0x04, 0x08
+POL_CLOSE_FIN, POL_RESET_DATA, POL_REENTER, POL_SESSION = 0x10, 0x20, 0x40, 0x80
+
+
+def mux_setup(client=False, cfg=0, pull=3, chunking=0):
+    return bytes([(1 if client else 0) | (cfg << 1) | (pull << 3) | (chunking << 6)])
+
+
+def mux_raw(data):
+    """Op 0x0: raw peer bytes fed to the mux under test (at most 4095)."""
+    assert len(data) < 4096
+    return bytes([len(data) >> 8, len(data) & 0xFF]) + data
+
+
+def mux_rest(data):
+    """Op 0x0F: the rest of the input is raw peer bytes."""
+    return b"\x0f" + data
+
+
+def mux_clock(a):
+    return bytes([0x10 | a])
+
+
+def wolf_open(sid, data=b"", flags=SYN):
+    return data_frame(sid, flags, preamble({"service": "wolf"}) + data)
+
+
+def gen_mux():
+    reset("mux")
+    pol = POL_ACCEPT | POL_CONSUME | POL_CLOSE_FIN
+    # --- agent side (M is the server): raw frames from wolfpackd ---
+    session = (wolf_open(2, b"GET / HTTP/1.1\r\n\r\n")
+               + data_frame(2, 0, b"hello" * 20)
+               + data_frame(2, FIN, b""))
+    write("mux", "srv_open_data_fin", mux_setup() + bytes([pol]) + mux_rest(session))
+    write("mux", "srv_open_data_fin_bytewise",
+          mux_setup(chunking=3, pull=0) + bytes([pol | POL_ECHO]) + mux_rest(session))
+    write("mux", "srv_open_fin_in_syn",
+          mux_setup(cfg=2) + bytes([pol | POL_ECHO]) + mux_rest(
+              data_frame(2, SYN | FIN, preamble({"service": "probe"}) + b"ping")))
+    multi = (wolf_open(2) + wolf_open(4, b"abc") + wolf_open(6)
+             + data_frame(4, 0, b"x" * 300) + hdr(WU, RST, 6, 0)
+             + data_frame(2, FIN, b"bye") + data_frame(4, FIN, b""))
+    write("mux", "srv_multi_streams", mux_setup(cfg=0) + bytes([0x5F]) + mux_rest(multi))
+    write("mux", "srv_multi_streams_deferred", mux_setup(cfg=3, chunking=1) + bytes([0x00])
+          + mux_rest(multi))
+    # credit: the agent echoes, the peer grants the window back in pieces
+    credit = (mux_raw(wolf_open(2, b"q" * 1000)) + mux_clock(2)
+              + mux_raw(data_frame(2, 0, b"r" * 2000)) + mux_raw(hdr(WU, 0, 2, 1500))
+              + mux_clock(3) + mux_raw(hdr(WU, 0, 2, 1500) + data_frame(2, FIN, b"")))
+    write("mux", "srv_window_updates", mux_setup() + bytes([pol | POL_ECHO]) + credit)
+    write("mux", "srv_window_overrun",
+          mux_setup() + bytes([pol]) + mux_rest(wolf_open(2) + hdr(WU, 0, 2, 5000)))
+    write("mux", "srv_data_overrun",
+          mux_setup(cfg=2) + bytes([0x00]) + mux_rest(
+              wolf_open(2) + data_frame(2, 0, b"d" * 64) * 4 + data_frame(2, 0, b"e" * 64)))
+    pings = hdr(PING, SYN, 0, 1) + hdr(PING, SYN, 0, 2) + hdr(PING, ACK, 0, 99)
+    write("mux", "srv_pings", mux_setup() + bytes([pol]) + mux_rest(pings))
+    write("mux", "srv_ping_flood",
+          mux_setup(cfg=2) + bytes([pol]) + mux_rest(hdr(PING, SYN, 0, 7) * 40))
+    write("mux", "srv_ping_timeout", mux_setup() + bytes([pol]) + mux_raw(wolf_open(2))
+          + mux_clock(10) + mux_clock(10) + mux_clock(15))
+    write("mux", "srv_goaway",
+          mux_setup() + bytes([pol]) + mux_rest(wolf_open(2, b"x") + hdr(GOAWAY, 0, 0, 0)
+                                                + wolf_open(4)))
+    write("mux", "srv_goaway_unknown_code",
+          mux_setup() + bytes([pol]) + mux_rest(hdr(GOAWAY, 0, 0, 77)))
+    write("mux", "srv_busy", mux_setup(cfg=2) + bytes([0x00]) + mux_rest(
+        b"".join(wolf_open(2 * i) for i in range(1, 9))))
+    # echoes queue up to the tunnel budget (512) before anything is pulled
+    write("mux", "srv_budget", mux_setup(cfg=2) + bytes([POL_ACCEPT | POL_ECHO | POL_CONSUME])
+          + mux_rest(b"".join(wolf_open(2 * i, b"\x01" * 180) for i in range(1, 5))))
+    write("mux", "gen_srv_hoard", mux_setup(cfg=0) + bytes([pol | POL_ECHO])
+          + b"\x21\x22\x23\x24\x25" + b"\x34\xff\x30\xff" * 3 + b"\x10\x11\x12\x13"
+          + b"\x91\xff\x91\x40\x13")
+    write("mux", "srv_syn_overrun", mux_setup(cfg=2) + bytes([pol]) + mux_rest(
+        wolf_open(2, b"o" * 300)))
+    write("mux", "srv_second_fin", mux_setup() + bytes([pol]) + mux_rest(
+        wolf_open(2, b"", SYN | FIN) + hdr(WU, FIN, 2, 0)))
+    write("mux", "srv_bad_preamble", mux_setup() + bytes([pol]) + mux_rest(
+        data_frame(2, SYN, b"\x00\x09{}") + data_frame(4, SYN, b"\x00\x00x")
+        + wolf_open(6)))
+    write("mux", "srv_syn_reuse", mux_setup() + bytes([pol]) + mux_rest(
+        wolf_open(4) + wolf_open(2)))
+    write("mux", "srv_unknown_stream", mux_setup() + bytes([pol]) + mux_rest(
+        wolf_open(2) + data_frame(8, 0, b"zz")))
+    write("mux", "srv_ack_to_server", mux_setup() + bytes([pol]) + mux_rest(
+        wolf_open(2) + hdr(WU, ACK, 2, 0)))
+    write("mux", "srv_data_after_fin", mux_setup() + bytes([pol]) + mux_rest(
+        wolf_open(2, b"", SYN | FIN) + data_frame(2, 0, b"late")))
+    write("mux", "srv_reap", mux_setup() + bytes([POL_ACCEPT]) + mux_raw(
+        wolf_open(2, b"half", SYN | FIN)) + mux_clock(12) + mux_clock(12) + mux_clock(10)
+        + mux_raw(hdr(PING, ACK, 0, 1)))
+    write("mux", "srv_session_callbacks", mux_setup() + bytes([0xFF]) + mux_rest(
+        b"".join(wolf_open(2 * i, b"v" * 40, SYN | FIN) for i in (7, 13, 14))))
+    write("mux", "srv_drain", mux_setup() + bytes([pol]) + b"\x97\x00"
+          + mux_rest(wolf_open(2)))
+    write("mux", "srv_garbage", mux_setup() + bytes([pol]) + mux_rest(
+        bytes(range(7, 200, 3))))
+    write("mux", "srv_bad_version", mux_setup() + bytes([pol]) + mux_rest(
+        wolf_open(2) + hdr(PING, SYN, 0, 1, version=1)))
+    write("mux", "srv_max_data", mux_setup(cfg=1, pull=5) + bytes([pol | POL_ECHO]) + mux_rest(
+        wolf_open(2) + data_frame(2, 0, bytes(range(256)) * 64)))
+    write("mux", "srv_partial_tail", mux_setup(chunking=2) + bytes([pol]) + mux_rest(
+        wolf_open(2) + hdr(DATA, 0, 2, 100) + b"xy"))
+    # --- wolfpackd side (M is the client, streams 2, 4, 6 opened): raw frames from the agent
+    agent = (hdr(WU, ACK, 2, 0) + hdr(WU, ACK, 4, 0) + hdr(WU, RST, 6, 0)
+             + data_frame(2, 0, b"HTTP/1.1 200 OK\r\n\r\n") + data_frame(4, FIN, b"done")
+             + data_frame(2, FIN, b""))
+    write("mux", "cli_ack_data_fin", mux_setup(client=True) + bytes([pol]) + mux_rest(agent))
+    write("mux", "cli_ack_data_fin_chunked",
+          mux_setup(client=True, chunking=1, pull=0) + bytes([pol | POL_REENTER])
+          + mux_rest(agent))
+    write("mux", "cli_refused", mux_setup(client=True) + bytes([pol]) + mux_rest(
+        hdr(WU, RST, 2, 0) + hdr(WU, RST, 4, 0)))
+    write("mux", "cli_open_timeout", mux_setup(client=True) + bytes([pol]) + mux_raw(b"")
+          + mux_clock(10) + mux_clock(10) + mux_clock(8))
+    write("mux", "cli_credit", mux_setup(client=True, cfg=2) + bytes([pol | POL_ECHO]) + mux_raw(
+        hdr(WU, ACK, 2, 0) + data_frame(2, 0, b"s" * 64)) + mux_raw(hdr(WU, 0, 2, 128)))
+    write("mux", "cli_double_ack", mux_setup(client=True) + bytes([pol]) + mux_rest(
+        hdr(WU, ACK, 2, 0) + hdr(WU, ACK, 2, 0)))
+    write("mux", "cli_syn_to_client", mux_setup(client=True) + bytes([pol]) + mux_rest(
+        wolf_open(2)))
+    write("mux", "cli_data_before_ack", mux_setup(client=True) + bytes([pol]) + mux_rest(
+        data_frame(2, 0, b"early")))
+    write("mux", "cli_never_opened", mux_setup(client=True) + bytes([pol]) + mux_rest(
+        hdr(WU, ACK, 10, 0)))
+    write("mux", "cli_reenter", mux_setup(client=True, cfg=3) + bytes([0xFF]) + mux_rest(
+        agent + hdr(PING, SYN, 0, 5) + hdr(GOAWAY, 0, 0, 1)))
+    # --- genuine sessions: the peer mux drives M (op nibbles documented in fuzz_mux.c)
+    write("mux", "gen_srv_streams", mux_setup() + bytes([pol | POL_ECHO])
+          + b"\x21\x22\x30\x10\x31\x40\x11\x40\x13\x41\x60\x13\x23\x50\xc0")
+    write("mux", "gen_srv_deferred", mux_setup(cfg=2, chunking=1) + bytes([0x00])
+          + b"\x20\x21\x22\x23\x30\x20\x12\x90\x00\x94\x00\x40\x41\x1a\x1a\x1a\x1f")
+    write("mux", "gen_srv_session", mux_setup(cfg=3, pull=1) + bytes([0xFF])
+          + b"\x21" * 14 + b"\x30\x80\x31\x80\x40\x41\x42\x43\x44\x45\x46\x47\x71")
+    write("mux", "gen_cli_streams", mux_setup(client=True) + bytes([pol | POL_ECHO])
+          + b"\x30\x10\x31\x20\x40\x41\x91\x02\x92\x00\x95\x00\x60\x13\x96\x00")
+    write("mux", "gen_cli_reenter", mux_setup(client=True, cfg=1, chunking=3)
+          + bytes([POL_REENTER | POL_CONSUME | POL_CLOSE_FIN])
+          + b"\x90\x01\x90\x02\x30\xff\x31\xff\x40\x41\x42\x1c\x1c\x88\x90\x03\x70")
+    write("mux", "gen_timeouts", mux_setup(cfg=2) + bytes([POL_ACCEPT | POL_ECHO])
+          + b"\x21\x30\x04\x40\x1c\x1c\x1c\x1f")
 
 
 # ---- JSON ----
@@ -316,6 +472,7 @@ def gen_tls():
 
 def main():
     gen_frame()
+    gen_mux()
     gen_json()
     gen_http()
     gen_router()
