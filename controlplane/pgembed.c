@@ -12,6 +12,17 @@
  * while RUNNING or STARTING after the first success goes to BACKOFF and
  * restarts; any state -> STOPPING -> freed after the last close callback.
  * The directory preparation in cp_pgembed_start is synchronous (startup only).
+ *
+ * Takeover: before every postgres spawn, <data>/postmaster.pid is read. When it
+ * names a live postmaster of this very data directory (one orphaned by a
+ * wolfpackd that was SIGKILLed: it is not our child), the state goes to
+ * TAKEOVER: SIGINT (fast shutdown), then kill(pid, 0) polled every 100 ms;
+ * SIGKILL after CP_PGEMBED_STOP_TIMEOUT_MS, give up PG_TAKEOVER_KILL_MS later.
+ * Only then is our postgres spawned. A pid file naming a dead process is left
+ * to postgres; a live process that is not a postgres of this data directory
+ * (pid reuse) is left alone. The probe reports ready only while our child is
+ * alive and postmaster.pid names it, so it never mistakes another server
+ * answering on the socket for ours.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -21,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,13 +43,24 @@
 #include "log.h"
 #include "pgembed.h"
 
-#define PG_PORT            "5432"
-#define PG_SOCK_PATH_MAX   107 /* sizeof(sun_path) - 1 */
-#define PG_PROBE_RETRY_MS  100
-#define PG_PIPE_DRAIN_MS   500
-#define PG_UPTIME_RESET_MS 30000
+#define PG_PORT             "5432"
+#define PG_SOCK_PATH_MAX    107 /* sizeof(sun_path) - 1 */
+#define PG_PROBE_RETRY_MS   100
+#define PG_PIPE_DRAIN_MS    500
+#define PG_UPTIME_RESET_MS  30000
+#define PG_TAKEOVER_POLL_MS 100
+#define PG_TAKEOVER_KILL_MS 5000
+#define PG_PIDFILE_MAX      8192 /* bytes of postmaster.pid read; it is a few hundred */
 
-enum pg_state { PG_INITDB, PG_STARTING, PG_RUNNING, PG_BACKOFF, PG_FAILED, PG_STOPPING };
+enum pg_state {
+    PG_INITDB,
+    PG_TAKEOVER,
+    PG_STARTING,
+    PG_RUNNING,
+    PG_BACKOFF,
+    PG_FAILED,
+    PG_STOPPING
+};
 enum child_kind { CHILD_NONE, CHILD_INITDB, CHILD_POSTGRES };
 enum probe_outcome { PROBE_NONE, PROBE_RETRY, PROBE_READY, PROBE_FAIL };
 
@@ -84,7 +107,13 @@ struct cp_pgembed {
     uv_process_t proc;
     struct pg_pipe out, err;
 
-    uv_timer_t timer;       /* restart backoff, stop escalation */
+    /* a postmaster left running by a previous wolfpackd (PG_TAKEOVER) */
+    pid_t stale_pid;
+    int stale_killed; /* SIGKILL sent */
+    int stale_err;    /* could not signal it: fail at the next timer tick */
+    uint64_t stale_deadline;
+
+    uv_timer_t timer;       /* restart backoff, takeover polling, stop escalation */
     uv_timer_t ready_timer; /* readiness deadline */
     uv_timer_t probe_timer; /* probe retry */
     uv_timer_t drain_timer; /* force-close pipes after the exit */
@@ -100,6 +129,7 @@ struct cp_pgembed {
 };
 
 static void pg_spawn_postgres(cp_pgembed *pg);
+static void pg_launch_postgres(cp_pgembed *pg);
 static void pg_stop_step(cp_pgembed *pg);
 static void pg_probe_start(cp_pgembed *pg);
 
@@ -214,6 +244,159 @@ static void pg_emit(cp_pgembed *pg, int event, int err)
         pg->on_event(pg, event, err, pg->ud);
 }
 
+/* ---------------------------------------------------------------- postmaster.pid */
+
+/* Reads at most cap - 1 bytes of a small regular file (never a FIFO: O_NONBLOCK, fstat).
+ * Returns the length (NUL-terminated), or -errno. */
+static ssize_t file_read_small(const char *path, int flags, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | flags);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -EINVAL;
+    }
+    size_t n = 0;
+    while (n + 1 < cap) {
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    return (ssize_t)n;
+}
+
+/*
+ * Reads <data>/postmaster.pid: line 1 the postmaster's pid, line 2 its data
+ * directory (copied into dir when it fits cap, else dir is ""; dir may be NULL).
+ * Returns 0 with *pid > 1, WP_ERR_NOT_FOUND when there is no such file,
+ * WP_ERR_MALFORMED when line 1 is no plausible pid (postgres judges those
+ * itself), WP_ERR_IO when it cannot be read.
+ */
+static int pidfile_read(const char *data, pid_t *pid, char *dir, size_t cap)
+{
+    char p[PATH_MAX];
+    char buf[PG_PIDFILE_MAX];
+    if (dir && cap)
+        dir[0] = '\0';
+    if (path_join(p, sizeof p, data, "postmaster.pid") != 0)
+        return WP_ERR_INVAL;
+    ssize_t n = file_read_small(p, O_NOFOLLOW, buf, sizeof buf);
+    if (n == -ENOENT)
+        return WP_ERR_NOT_FOUND;
+    if (n < 0)
+        return WP_ERR_IO;
+    size_t digits = strspn(buf, "0123456789");
+    if (digits == 0 || digits > 9 || buf[digits] != '\n')
+        return WP_ERR_MALFORMED;
+    long v = strtol(buf, NULL, 10);
+    if (v <= 1)
+        return WP_ERR_MALFORMED;
+    *pid = (pid_t)v;
+    const char *l2 = buf + digits + 1;
+    size_t len = strcspn(l2, "\n");
+    if (dir && len > 0 && len < cap) {
+        memcpy(dir, l2, len);
+        dir[len] = '\0';
+    }
+    return 0;
+}
+
+/* 1 while pid exists and is not a zombie (an orphan that exited but is reaped late by
+ * pid 1 still answers kill(pid, 0)). */
+static int pid_alive(pid_t pid)
+{
+    if (kill(pid, 0) != 0 && errno != EPERM)
+        return 0;
+    char p[64];
+    char buf[1024];
+    snprintf(p, sizeof p, "/proc/%ld/stat", (long)pid);
+    ssize_t n = file_read_small(p, 0, buf, sizeof buf);
+    if (n <= 0)
+        return n == -ENOENT ? 0 : 1;
+    const char *rp = strrchr(buf, ')'); /* comm may hold spaces and parens */
+    if (rp && rp[1] == ' ' && rp[2] == 'Z')
+        return 0;
+    return 1;
+}
+
+/* 1 when pid's argv[0] is a postgres (or postmaster) binary. */
+static int pid_is_postgres(pid_t pid)
+{
+    char p[64];
+    char buf[PATH_MAX];
+    snprintf(p, sizeof p, "/proc/%ld/cmdline", (long)pid);
+    ssize_t n = file_read_small(p, 0, buf, sizeof buf);
+    if (n <= 0)
+        return 0;                         /* gone, or a kernel thread / zombie */
+    const char *base = strrchr(buf, '/'); /* argv[0] ends at the first NUL */
+    base = base ? base + 1 : buf;
+    return strncmp(base, "postgres", 8) == 0 || strncmp(base, "postmaster", 10) == 0;
+}
+
+/* 1 when pid is a postmaster of our data directory: line 2 of its pid file (dir, may be
+ * "") or its working directory (the postmaster chdirs to its data directory) is ours. */
+static int pid_is_our_postgres(const cp_pgembed *pg, pid_t pid, const char *dir)
+{
+    if (!pid_is_postgres(pid))
+        return 0;
+    char ours[PATH_MAX];
+    char theirs[PATH_MAX];
+    if (dir[0] && strcmp(dir, pg->data) == 0)
+        return 1;
+    if (!realpath(pg->data, ours))
+        return 0;
+    if (dir[0] && realpath(dir, theirs) && strcmp(theirs, ours) == 0)
+        return 1;
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%ld/cwd", (long)pid);
+    ssize_t n = readlink(p, theirs, sizeof theirs - 1);
+    if (n <= 0)
+        return 0;
+    theirs[n] = '\0';
+    return strcmp(theirs, ours) == 0;
+}
+
+/* The pid of a live postmaster of our data directory that is not our child, or 0. */
+static pid_t pg_stale_postmaster(const cp_pgembed *pg)
+{
+    pid_t pid = 0;
+    char dir[PATH_MAX];
+    if (pidfile_read(pg->data, &pid, dir, sizeof dir) != 0)
+        return 0;
+    if (pid == getpid() || pid == getppid() || !pid_alive(pid))
+        return 0; /* stale file: postgres itself deals with it */
+    if (!pid_is_our_postgres(pg, pid, dir)) {
+        wp_log_info("postmaster.pid names a live process that is not a postgres of this data "
+                    "directory; leaving it alone",
+                    WP_LI("pid", pid), WP_LS("data", pg->data));
+        return 0;
+    }
+    return pid;
+}
+
+/* 1 when postmaster.pid names our child, or cannot be read for another reason than its
+ * absence (then the child's liveness alone decides). */
+static int pg_pidfile_names_child(const cp_pgembed *pg)
+{
+    pid_t pid = 0;
+    int rc = pidfile_read(pg->data, &pid, NULL, 0);
+    if (rc == WP_ERR_NOT_FOUND || rc == WP_ERR_MALFORMED)
+        return 0;
+    return rc != 0 || pid == pg->proc.pid;
+}
+
 /* ---------------------------------------------------------------- child process */
 
 static void pipe_flush_line(struct pg_pipe *p)
@@ -320,7 +503,7 @@ static void child_finished(cp_pgembed *pg)
     if (kind == CHILD_INITDB) {
         if (pg->exit_status == 0 && pg->term_signal == 0) {
             wp_log_info("postgres cluster initialized", WP_LS("data", pg->data));
-            pg_spawn_postgres(pg);
+            pg_launch_postgres(pg);
         } else {
             wp_log_error("initdb failed", WP_LI("status", pg->exit_status),
                          WP_LI("signal", pg->term_signal));
@@ -445,6 +628,15 @@ static void probe_closed_cb(void *ud)
         uv_timer_start(&pg->probe_timer, probe_timer_cb, PG_PROBE_RETRY_MS, 0);
         break;
     case PROBE_READY: {
+        if (!pg->child_alive || !pg_pidfile_names_child(pg)) {
+            /* another server answered on our socket (one that holds the data directory
+             * while ours fails on the lock file): never "ready"; the child decides */
+            wp_log_debug("the server that answered is not our postgres child",
+                         WP_LI("pid", pg->proc.pid), WP_LI("alive", pg->child_alive));
+            if (pg->child_alive)
+                uv_timer_start(&pg->probe_timer, probe_timer_cb, PG_PROBE_RETRY_MS, 0);
+            break;
+        }
         uv_timer_stop(&pg->ready_timer);
         pg->state = PG_RUNNING;
         pg->ready_at = pg_now(pg);
@@ -510,8 +702,8 @@ static void probe_check_cb(int err, PGresult *res, void *ud)
 
 static void pg_probe_start(cp_pgembed *pg)
 {
-    if (pg->state != PG_STARTING || pg->probe)
-        return;
+    if (pg->state != PG_STARTING || pg->probe || !pg->child_alive)
+        return; /* a child that exited: child_finished() decides */
     int rc = cp_db_new(pg->loop, pg->probe_conninfo, 1, &pg->probe);
     if (rc != 0) {
         uv_timer_start(&pg->probe_timer, probe_timer_cb, PG_PROBE_RETRY_MS, 0);
@@ -566,11 +758,76 @@ static void pg_spawn_postgres(cp_pgembed *pg)
     uv_timer_start(&pg->probe_timer, probe_timer_cb, PG_PROBE_RETRY_MS, 0);
 }
 
+static void takeover_timer_cb(uv_timer_t *t)
+{
+    cp_pgembed *pg = t->data;
+    pid_t pid = pg->stale_pid;
+    if (pg->state != PG_TAKEOVER) {
+        uv_timer_stop(t);
+        return;
+    }
+    /* a pid reused by a non-postgres counts as gone: never signal it */
+    int alive = !pg->stale_err && pid_alive(pid) && pid_is_postgres(pid);
+    if (!alive && !pg->stale_err) {
+        uv_timer_stop(t);
+        wp_log_info("the previous postgres is gone", WP_LI("pid", pid));
+        pg->stale_pid = 0;
+        pg_spawn_postgres(pg);
+        return;
+    }
+    if (!pg->stale_err && pg_now(pg) < pg->stale_deadline)
+        return;
+    if (!pg->stale_err && !pg->stale_killed) {
+        wp_log_warn("the previous postgres did not stop in time, killing it", WP_LI("pid", pid));
+        pg->stale_killed = 1;
+        pg->stale_deadline = pg_now(pg) + PG_TAKEOVER_KILL_MS;
+        kill(pid, SIGKILL); /* a failure shows as the process staying alive */
+        return;
+    }
+    uv_timer_stop(t);
+    wp_log_error("cannot stop the postgres left running by a previous wolfpackd: stop it by hand",
+                 WP_LI("pid", pid), WP_LS("data", pg->data));
+    pg->stale_pid = 0;
+    if (pg->ever_ready)
+        pg_schedule_restart(pg); /* tries the takeover again after the backoff */
+    else
+        pg_fail(pg, WP_ERR_IO);
+}
+
+/*
+ * Spawns postgres, after stopping a postmaster that a previous wolfpackd left
+ * running on our data directory (see the file comment). Every outcome is
+ * reported from the loop, never inside this call.
+ */
+static void pg_launch_postgres(cp_pgembed *pg)
+{
+    pid_t pid = pg_stale_postmaster(pg);
+    if (pid <= 0) {
+        pg_spawn_postgres(pg);
+        return;
+    }
+    wp_log_warn("a postgres from a previous wolfpackd is still running on this data directory: "
+                "stopping it",
+                WP_LI("pid", pid), WP_LS("data", pg->data));
+    pg->state = PG_TAKEOVER;
+    pg->stale_pid = pid;
+    pg->stale_killed = 0;
+    pg->stale_err = 0;
+    pg->stale_deadline = pg_now(pg) + CP_PGEMBED_STOP_TIMEOUT_MS;
+    if (kill(pid, SIGINT) != 0 && errno != ESRCH) { /* fast shutdown */
+        wp_log_error("cannot signal the previous postgres", WP_LI("pid", pid),
+                     WP_LS("error", strerror(errno)));
+        pg->stale_err = 1;
+    }
+    uv_timer_start(&pg->timer, takeover_timer_cb, pg->stale_err ? 0 : PG_TAKEOVER_POLL_MS,
+                   PG_TAKEOVER_POLL_MS);
+}
+
 static void restart_timer_cb(uv_timer_t *t)
 {
     cp_pgembed *pg = t->data;
     if (pg->state == PG_BACKOFF && pg->child == CHILD_NONE)
-        pg_spawn_postgres(pg);
+        pg_launch_postgres(pg);
 }
 
 static void pg_schedule_restart(cp_pgembed *pg)
@@ -816,7 +1073,7 @@ int cp_pgembed_start(uv_loop_t *loop, const cp_pgembed_opts *opts, cp_pgembed **
         timers[i]->data = pg;
     }
     if (have)
-        pg_spawn_postgres(pg);
+        pg_launch_postgres(pg);
     else
         pg_spawn_initdb(pg);
     *out = pg;

@@ -28,7 +28,9 @@
  * info, one log line per output line (lines cut at CP_PGEMBED_LINE_MAX).
  *
  * A stale postmaster.pid left by a crash is never deleted by us: postgres
- * itself ignores it when the process it names is gone.
+ * itself ignores it when the process it names is gone. A postmaster of this
+ * data directory left running by a previous wolfpackd (killed with SIGKILL)
+ * is stopped (SIGINT, SIGKILL after 10 s) before ours starts.
  *
  * cp_pgembed_start() does a few local filesystem calls (stat/mkdir/chown,
  * binary lookup) synchronously: call it at startup.
