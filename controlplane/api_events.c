@@ -193,22 +193,8 @@ static void cp_events_listed(int err, PGresult *res, void *ud)
         cp_call_respond_db_error(call, err);
         return;
     }
-    int n = PQntuples(res);
-    cJSON *o = cJSON_CreateObject();
-    cJSON *rows = o ? cJSON_AddArrayToObject(o, "events") : NULL;
-    int ok = rows != NULL;
-    for (int i = 0; ok && i < n && i < limit; i++) {
-        cJSON *row = cp_pgjson_row(res, i);
-        ok = row && cJSON_AddItemToArray(rows, row);
-        if (!ok)
-            cJSON_Delete(row);
-    }
-    if (ok)
-        ok = n > limit
-                 ? cJSON_AddStringToObject(o, "next_cursor", PQgetvalue(res, limit - 1, 0)) != NULL
-                 : cJSON_AddNullToObject(o, "next_cursor") != NULL;
-    if (!ok) {
-        cJSON_Delete(o);
+    cJSON *o = cp_pgjson_page(res, "events", limit);
+    if (!o) {
         cp_call_respond_error(call, 500, "internal", "out of memory");
         return;
     }

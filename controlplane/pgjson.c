@@ -67,3 +67,26 @@ cJSON *cp_pgjson_rows(const PGresult *res)
     }
     return a;
 }
+
+cJSON *cp_pgjson_page(const PGresult *res, const char *key, int limit)
+{
+    int n = PQntuples(res);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *rows = o ? cJSON_AddArrayToObject(o, key) : NULL;
+    int ok = rows != NULL;
+    for (int i = 0; ok && i < n && i < limit; i++) {
+        cJSON *row = cp_pgjson_row(res, i);
+        ok = row && cJSON_AddItemToArray(rows, row);
+        if (!ok)
+            cJSON_Delete(row);
+    }
+    if (ok)
+        ok = n > limit && limit > 0
+                 ? cJSON_AddStringToObject(o, "next_cursor", PQgetvalue(res, limit - 1, 0)) != NULL
+                 : cJSON_AddNullToObject(o, "next_cursor") != NULL;
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}

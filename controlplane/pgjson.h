@@ -19,4 +19,11 @@ cJSON *cp_pgjson_row(const PGresult *res, int row);
 /* Every row as an array of objects (NULL on allocation failure). */
 cJSON *cp_pgjson_rows(const PGresult *res);
 
+/*
+ * One page of a list endpoint: {"<key>": [first `limit` rows], "next_cursor": <first column
+ * of the last row shown when the query returned more than limit rows (it asks for limit + 1),
+ * else null>}. NULL on allocation failure.
+ */
+cJSON *cp_pgjson_page(const PGresult *res, const char *key, int limit);
+
 #endif
