@@ -62,8 +62,49 @@ int wp_utf8_valid(const char *s, size_t n)
 }
 
 /*
+ * Length of the RFC 8259 number at t (-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?)
+ * when the run of number characters there (what cJSON hands to strtod:
+ * digits, + - . e E) is exactly one such number; 0 otherwise ("01", "1.",
+ * "1e", "-", "1.5.2" are refused instead of being read leniently).
+ */
+static size_t wp_json_number_len(const unsigned char *t, size_t len)
+{
+    size_t run = 0;
+    while (run < len && memchr("0123456789+-.eE", t[run], 15))
+        run++;
+    size_t i = 0;
+    if (i < run && t[i] == '-')
+        i++;
+    if (i >= run || t[i] < '0' || t[i] > '9')
+        return 0;
+    if (t[i] == '0')
+        i++;
+    else
+        while (i < run && t[i] >= '0' && t[i] <= '9')
+            i++;
+    if (i < run && t[i] == '.') {
+        size_t d = ++i;
+        while (i < run && t[i] >= '0' && t[i] <= '9')
+            i++;
+        if (i == d)
+            return 0;
+    }
+    if (i < run && (t[i] == 'e' || t[i] == 'E')) {
+        i++;
+        if (i < run && (t[i] == '+' || t[i] == '-'))
+            i++;
+        size_t d = i;
+        while (i < run && t[i] >= '0' && t[i] <= '9')
+            i++;
+        if (i == d)
+            return 0;
+    }
+    return i == run ? run : 0;
+}
+
+/*
  * Pre-scan before cJSON: nesting depth, embedded NUL, raw control characters
- * and \u0000 escapes in strings, invalid UTF-8 in strings.
+ * and \u0000 escapes in strings, invalid UTF-8 in strings, number syntax.
  */
 static int wp_json_prescan(const unsigned char *t, size_t len, int max_depth)
 {
@@ -110,6 +151,11 @@ static int wp_json_prescan(const unsigned char *t, size_t len, int max_depth)
         } else if (c == ']' || c == '}') {
             if (depth > 0)
                 depth--;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t n = wp_json_number_len(t + i, len - i);
+            if (n == 0)
+                return WP_ERR_MALFORMED;
+            i += n - 1;
         } else if (c >= 0x80) {
             return WP_ERR_MALFORMED;
         }

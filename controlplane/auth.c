@@ -182,6 +182,12 @@ static void cp_auth_looked_up(int err, PGresult *res, void *ud)
         wp_hex_decode(PQgetvalue(res, 0, 4), strlen(PQgetvalue(res, 0, 4)), got, sizeof(got),
                       &glen) != 0 ||
         glen != sizeof(got) || !wp_ct_equal(got, p->want_hash, sizeof(got))) {
+        /* Like sshd: a refused credential is worth an operator's attention (never the token). */
+        wp_http_req *r = cp_call_req(call);
+        wp_log_info("authentication failed: invalid, revoked or expired token",
+                    WP_LS("method", r ? wp_http_req_method(r) : "-"),
+                    WP_LS("path", r ? wp_http_req_path(r) : "-"),
+                    WP_LS("peer", r ? wp_http_req_remote_addr(r) : "-"));
         cp_auth_fail_hook(call);
         cp_call_respond_error(call, 401, "unauthorized", "invalid, revoked or expired token");
         return;

@@ -59,33 +59,15 @@ WP_TEST(json_parse_valid)
 
 WP_TEST(json_parse_malformed)
 {
-    static const char *bad[] = {"",
-                                " ",
-                                "{",
-                                "}",
-                                "[1,]",
-                                "{\"a\":1,}",
-                                "{\"a\" 1}",
-                                "{} {}",
-                                "{}x",
-                                "[1] ]",
-                                "1 2",
-                                "tru",
-                                "nul",
-                                "\"unterminated",
-                                "\"bad \\q escape\"",
-                                "\"ctl \x01 char\"",
-                                "\"tab\tin string\"",
-                                "\"nul escape \\u0000\"",
-                                "\"lone \\ud800 surrogate\"",
-                                "\"overlong \xc0\xaf\"",
-                                "\"surrogate \xed\xa0\x80\"",
-                                "\"truncated \xe2\x82\"",
-                                "\"high \xf4\x90\x80\x80\"",
-                                "\"stray \x80\"",
-                                "\xef\xbb\xbf{}",
-                                "{\"a\":1}\"",
-                                "\"\\"};
+    static const char *bad[] = {
+        "", " ", "{", "}", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{} {}", "{}x", "[1] ]", "1 2", "tru",
+        "nul", "\"unterminated", "\"bad \\q escape\"", "\"ctl \x01 char\"", "\"tab\tin string\"",
+        "\"nul escape \\u0000\"", "\"lone \\ud800 surrogate\"", "\"overlong \xc0\xaf\"",
+        "\"surrogate \xed\xa0\x80\"", "\"truncated \xe2\x82\"", "\"high \xf4\x90\x80\x80\"",
+        "\"stray \x80\"", "\xef\xbb\xbf{}", "{\"a\":1}\"", "\"\\",
+        /* numbers: RFC 8259 grammar, not strtod's */
+        "01", "[-01]", "1.", "[1.e5]", "1e", "1e+", "-", "[-]", "1.5.2", "1-2", "{\"a\":00}",
+        "[1E5e]", "-.5"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cJSON *v = (cJSON *)1;
         int rc = parse_exact(bad[i], strlen(bad[i]), &v);
@@ -103,6 +85,21 @@ WP_TEST(json_parse_malformed)
     /* bad arguments */
     WP_CHECK_EQ(wp_json_parse(NULL, 0, MAXLEN, MAXDEPTH, &v), WP_ERR_INVAL);
     WP_CHECK_EQ(wp_json_parse("{}", 2, MAXLEN, MAXDEPTH, NULL), WP_ERR_INVAL);
+}
+
+WP_TEST(json_parse_numbers_ok)
+{
+    static const char *good[] = {
+        "0",        "-0",          "10",        "-12.5",           "1e5", "1E+5", "2.5e-3",
+        "[0,1,-1]", "{\"a\":0.0}", "[ 7 , 8 ]", "9007199254740991"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        cJSON *v = NULL;
+        int rc = parse_exact(good[i], strlen(good[i]), &v);
+        WP_CHECK_EQ(rc, 0);
+        if (rc != 0)
+            printf("  refused (%d): %s\n", rc, good[i]);
+        cJSON_Delete(v);
+    }
 }
 
 /* Found by fuzzing: cJSON turns a non-hex \u escape into U+0000 and cuts the string. */
@@ -438,6 +435,7 @@ int main(void)
 {
     WP_RUN(json_parse_valid);
     WP_RUN(json_parse_malformed);
+    WP_RUN(json_parse_numbers_ok);
     WP_RUN(json_parse_bad_escapes);
     WP_RUN(json_parse_not_terminated);
     WP_RUN(json_parse_limits);
