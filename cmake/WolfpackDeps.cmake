@@ -22,6 +22,18 @@ wp_require_lib(WP_MBEDTLS mbedtls/ssl.h mbedtls libmbedtls-dev)
 wp_require_lib(WP_MBEDX509 mbedtls/x509_crt.h mbedx509 libmbedtls-dev)
 wp_require_lib(WP_MBEDCRYPTO mbedtls/sha256.h mbedcrypto libmbedtls-dev)
 
+# TLS sessions (common/tls.h): OpenSSL by default (AES-GCM with AES-NI/VAES: every tunnel byte
+# is decrypted and re-encrypted by wolfpackd), or mbedTLS. Certificates, keys, pins and the
+# other crypto stay on mbedTLS either way (PEM files are the same).
+set(WP_TLS_BACKEND "openssl" CACHE STRING "TLS library behind common/tls.h: openssl or mbedtls")
+set_property(CACHE WP_TLS_BACKEND PROPERTY STRINGS openssl mbedtls)
+if(WP_TLS_BACKEND STREQUAL "openssl")
+  wp_require_lib(WP_SSL openssl/ssl.h ssl libssl-dev)
+  wp_require_lib(WP_LIBCRYPTO openssl/evp.h crypto libssl-dev)
+elseif(NOT WP_TLS_BACKEND STREQUAL "mbedtls")
+  message(FATAL_ERROR "wolfpack: WP_TLS_BACKEND must be 'openssl' or 'mbedtls', not '${WP_TLS_BACKEND}'")
+endif()
+
 # llhttp: Debian's node-llhttp ships the generated C sources; compile them into their
 # own static target without the project's warning flags (generated third-party code).
 set(WP_LLHTTP_SRC_DIR "/usr/share/llhttp" CACHE PATH "llhttp C sources (node-llhttp)")

@@ -14,11 +14,11 @@
 
 #define WP_BUF_MIN_ALLOC 64
 
+/* explicit_bzero: a memset the compiler may not drop (a volatile byte loop cost ~10% of the
+ * tunnel's CPU: every freed or regrown buffer is zeroed). */
 static void wp_buf_zero(void *p, size_t n)
 {
-    volatile uint8_t *v = p;
-    while (n--)
-        *v++ = 0;
+    explicit_bzero(p, n);
 }
 
 void wp_buf_init(wp_buf *b, size_t max)

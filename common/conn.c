@@ -10,13 +10,19 @@
  *
  * Writes: plaintext (plain) or ciphertext (TLS) is appended to wq; one
  * uv_write is in flight, covering everything queued when it started (the
- * queue buffer is swapped into `inflight`).
+ * queue buffer is swapped with `inflight`). The two buffers keep their
+ * storage between writes (no free/zero/malloc per write); a written plaintext
+ * buffer is wiped (explicit_bzero, only the bytes written: they may be a
+ * secret), ciphertext is not. Storage above CONN_WQ_KEEP_IDLE is released
+ * once the connection has nothing queued. TLS output is moved from the
+ * session's out-buffer into an empty wq by swapping storage, not copied.
  */
 #include <limits.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "addr.h"
 #include "conn.h"
@@ -27,6 +33,7 @@
 #define CONN_READ_TLS     (16 * 1024)
 #define CONN_TLS_CHUNK    (16 * 1024)
 #define CONN_TLS_OVERHEAD 64 /* per-record ciphertext expansion bound used for the limit check */
+#define CONN_WQ_KEEP_IDLE (64 * 1024) /* write buffer storage kept while nothing is queued */
 
 /*
  * Server TLS handshake gate states. A connection takes a handshake slot only
@@ -65,6 +72,7 @@ struct wp_conn {
     /* client connect */
     wp_conn_connect_cb ccb;
     void *cud;
+    unsigned open_timeout_ms; /* wp_conn_open_fd: TLS handshake deadline */
     uv_getaddrinfo_t gai;
     uv_connect_t creq;
     struct addrinfo *ai_head, *ai_cur;
@@ -88,6 +96,27 @@ void wp_conn_gate_init(wp_conn_gate *g, size_t max_active, size_t max_queued)
     g->max_queued = max_queued;
 }
 
+/* ---- write buffers ---- */
+
+/* Frees b's storage; plaintext is wiped first (ciphertext needs no wiping). */
+static void conn_buf_release(wp_conn *c, wp_buf *b)
+{
+    if (!b->data)
+        return;
+    if (!c->tls)
+        explicit_bzero(b->data, b->alloc);
+    free(b->data);
+    wp_buf_init(b, b->max);
+}
+
+/* Swaps the storage (and content) of two buffers; each keeps its own limit. */
+static void conn_buf_swap(wp_buf *a, wp_buf *b)
+{
+    wp_buf t = *a;
+    a->data = b->data, a->off = b->off, a->end = b->end, a->alloc = b->alloc;
+    b->data = t.data, b->off = t.off, b->end = t.end, b->alloc = t.alloc;
+}
+
 /* ---- lifetime ---- */
 
 static void conn_item_done(wp_conn *c)
@@ -96,8 +125,8 @@ static void conn_item_done(wp_conn *c)
         return;
     if (c->cbs.on_close)
         c->cbs.on_close(c, c->ud);
-    wp_buf_free(&c->wq);
-    wp_buf_free(&c->inflight);
+    conn_buf_release(c, &c->wq);
+    conn_buf_release(c, &c->inflight);
     if (c->tls)
         wp_tls_free(c->tls);
     if (c->ai_head)
@@ -355,10 +384,16 @@ static int conn_flush_tls(wp_conn *c)
     size_t n = wp_buf_len(o);
     if (n == 0)
         return 0;
-    int rc = wp_buf_put(&c->wq, wp_buf_ptr(o), n);
-    if (rc < 0)
-        return rc;
-    wp_buf_consume(o, n);
+    if (wp_buf_len(&c->wq) == 0 && n <= c->wq.max) {
+        /* ciphertext only: hand the storage over instead of copying it */
+        conn_buf_swap(&c->wq, o);
+        wp_buf_reset(o);
+    } else {
+        int rc = wp_buf_put(&c->wq, wp_buf_ptr(o), n);
+        if (rc < 0)
+            return rc;
+        wp_buf_consume(o, n);
+    }
     conn_kick_write(c);
     return 0;
 }
@@ -443,6 +478,20 @@ static void conn_shutdown_cb(uv_shutdown_t *req, int status)
 
 static void conn_write_cb(uv_write_t *req, int status);
 
+/* The in-flight bytes are written (or dropped): empty the buffer, keep its storage if small
+ * or if more is queued already. */
+static void conn_inflight_done(wp_conn *c)
+{
+    wp_buf *b = &c->inflight;
+    if (!b->data)
+        return;
+    if (!c->tls)
+        explicit_bzero(b->data + b->off, b->end - b->off);
+    wp_buf_reset(b);
+    if (b->alloc > CONN_WQ_KEEP_IDLE && wp_buf_len(&c->wq) == 0)
+        conn_buf_release(c, b);
+}
+
 static void conn_kick_write(wp_conn *c)
 {
     if (c->writing || c->closing)
@@ -455,14 +504,13 @@ static void conn_kick_write(wp_conn *c)
         }
         return;
     }
-    c->inflight = c->wq;
-    wp_buf_init(&c->wq, c->inflight.max);
+    conn_buf_swap(&c->inflight, &c->wq); /* inflight was empty: wq keeps its storage */
     uv_buf_t b =
         uv_buf_init((char *)wp_buf_mutable_ptr(&c->inflight), (unsigned)wp_buf_len(&c->inflight));
     c->wreq.data = c;
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
     if (rc < 0) {
-        wp_buf_free(&c->inflight);
+        conn_inflight_done(c);
         conn_fail(c, WP_ERR_IO);
         return;
     }
@@ -473,7 +521,7 @@ static void conn_write_cb(uv_write_t *req, int status)
 {
     wp_conn *c = req->data;
     c->writing = 0;
-    wp_buf_free(&c->inflight);
+    conn_inflight_done(c);
     if (c->closing)
         return;
     if (status < 0) {
@@ -535,15 +583,27 @@ static int conn_writev(wp_conn *c, const uv_buf_t *bufs, size_t nbufs, int ctl)
         size_t off = 0;
         while (off < len) {
             size_t k = len - off < CONN_TLS_CHUNK ? len - off : CONN_TLS_CHUNK;
+            /* records collect in the TLS out-buffer and move to the queue once, below
+             * (by a storage swap when the queue is empty), or earlier when it is full */
             int rc = wp_tls_write(c->tls, q + off, k);
-            if (rc == 0)
+            if (rc == WP_ERR_LIMIT) {
                 rc = conn_flush_tls(c);
+                if (rc == 0)
+                    rc = wp_tls_write(c->tls, q + off, k);
+            }
             if (rc < 0) {
                 /* part of the data may be encrypted already: the stream is broken */
                 conn_fail(c, rc == WP_ERR_NOMEM ? rc : WP_ERR_TLS);
                 return WP_ERR_CLOSED;
             }
             off += k;
+        }
+    }
+    if (c->tls) {
+        int rc = conn_flush_tls(c);
+        if (rc < 0) {
+            conn_fail(c, rc == WP_ERR_NOMEM ? rc : WP_ERR_TLS);
+            return WP_ERR_CLOSED;
         }
     }
     if (wp_conn_write_queued(c) > c->max_wq / 4)
@@ -699,6 +759,23 @@ static void conn_reopen_cb(uv_handle_t *h)
     conn_try_next(c);
 }
 
+/* The client socket is connected: start TLS (the connect cb follows its handshake) or report. */
+static void conn_client_start(wp_conn *c)
+{
+    uv_tcp_nodelay(&c->tcp, 1);
+    conn_fill_peer(c);
+    if (c->tls) {
+        conn_update_reading(c);
+        conn_tls_pump(c); /* sends the ClientHello */
+        return;
+    }
+    c->hs_done = 1;
+    uv_timer_stop(&c->timer);
+    wp_conn_connect_cb cb = c->ccb;
+    c->ccb = NULL;
+    cb(c, 0, c->cud);
+}
+
 static void conn_connect_cb(uv_connect_t *req, int status)
 {
     wp_conn *c = req->data;
@@ -713,18 +790,7 @@ static void conn_connect_cb(uv_connect_t *req, int status)
         uv_close((uv_handle_t *)&c->tcp, conn_reopen_cb);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
-    conn_fill_peer(c);
-    if (c->tls) {
-        conn_update_reading(c);
-        conn_tls_pump(c); /* sends the ClientHello */
-        return;
-    }
-    c->hs_done = 1;
-    uv_timer_stop(&c->timer);
-    wp_conn_connect_cb cb = c->ccb;
-    c->ccb = NULL;
-    cb(c, 0, c->cud);
+    conn_client_start(c);
 }
 
 static void conn_try_next(wp_conn *c)
@@ -804,6 +870,51 @@ int wp_conn_connect(uv_loop_t *loop, const char *host, int port, wp_tls_conf *tl
     c->ccb = cb;
     c->cud = ud;
     uv_timer_start(&c->timer, conn_timer_cb, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+/* wp_conn_open_fd: first loop turn; the timer then becomes the handshake deadline. */
+static void conn_open_fd_cb(uv_timer_t *t)
+{
+    wp_conn *c = t->data;
+    if (c->closing)
+        return;
+    uv_timer_start(&c->timer, conn_timer_cb, c->open_timeout_ms, 0);
+    conn_client_start(c);
+}
+
+int wp_conn_open_fd(uv_loop_t *loop, uv_os_sock_t fd, wp_tls_conf *tls, const char *server_name,
+                    int timeout_ms, const wp_conn_limits *lim, wp_conn_connect_cb cb, void *ud)
+{
+    if (fd < 0)
+        return WP_ERR_INVAL;
+    if (!loop || timeout_ms <= 0 || !cb || (tls && (!server_name || !*server_name))) {
+        close(fd);
+        return WP_ERR_INVAL;
+    }
+    wp_conn *c = conn_new(loop, lim);
+    if (!c) {
+        close(fd);
+        return WP_ERR_NOMEM;
+    }
+    c->is_client = 1;
+    if (uv_tcp_open(&c->tcp, fd) < 0) {
+        close(fd); /* not adopted by the handle */
+        wp_conn_close(c);
+        return WP_ERR_IO;
+    }
+    if (tls) {
+        int rc = wp_tls_new(&c->tls, tls, server_name);
+        if (rc < 0) {
+            c->tls = NULL;
+            wp_conn_close(c);
+            return rc == WP_ERR_NOMEM ? rc : WP_ERR_TLS;
+        }
+    }
+    c->ccb = cb;
+    c->cud = ud;
+    c->open_timeout_ms = (unsigned)timeout_ms;
+    uv_timer_start(&c->timer, conn_open_fd_cb, 0, 0); /* never call cb from inside this call */
     return 0;
 }
 

@@ -118,6 +118,18 @@ int wp_conn_connect(uv_loop_t *loop, const char *host, int port, wp_tls_conf *tl
                     const char *server_name, int timeout_ms, const wp_conn_limits *lim,
                     wp_conn_connect_cb cb, void *ud);
 
+/*
+ * As wp_conn_connect() over an already connected TCP socket fd (e.g. a tunnel
+ * through an HTTP proxy): the connection adopts fd, runs the TLS client
+ * handshake when tls is not NULL (server_name required: SNI and
+ * verification), and reports through cb exactly once, later, from the loop
+ * (timeout_ms bounds the handshake). fd is the connection's in every case:
+ * closed on failure. Returns 0, or WP_ERR_INVAL / WP_ERR_NOMEM / WP_ERR_IO
+ * (uv_tcp_open refused fd) / WP_ERR_TLS, in which case cb is never called.
+ */
+int wp_conn_open_fd(uv_loop_t *loop, uv_os_sock_t fd, wp_tls_conf *tls, const char *server_name,
+                    int timeout_ms, const wp_conn_limits *lim, wp_conn_connect_cb cb, void *ud);
+
 /* Replaces the callbacks (copied) and their user data; used to hand a connection over. */
 void wp_conn_set_callbacks(wp_conn *c, const wp_conn_callbacks *cbs, void *ud);
 

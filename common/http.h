@@ -16,6 +16,9 @@
  *   - WP_HTTP_ROUTE_UPGRADE: the handler (run after the request, which has
  *     no body or a buffered one) may take the connection with
  *     wp_http_req_hijack(), e.g. after "Connection: Upgrade".
+ *   - both flags: the handler runs after the headers (as STREAM_BODY) and may
+ *     also hijack once the request is complete (after on_end), e.g. a proxy
+ *     that forwards bodies and WebSocket upgrades alike.
  *   - CONNECT requests are routed to the handler set with
  *     wp_http_server_set_connect_handler() (path = the request target, e.g.
  *     "node:service"); it behaves like an UPGRADE route. Without one: 405.
@@ -110,8 +113,8 @@ void wp_http_server_set_tls(wp_http_server *s, wp_tls_conf *conf);
  * Adds a route. method: "GET", "POST", ... or "*" (any). pattern: "/a/b",
  * "/api/v1/nodes/{id}", ".../{path...}" ({name...} = rest of the path, may be
  * empty, last segment only). Exact segments beat params, params beat rest.
- * flags: WP_HTTP_ROUTE_*. Returns 0, WP_ERR_INVAL (malformed pattern/method,
- * both flags) or WP_ERR_EXISTS (same method and pattern) or WP_ERR_NOMEM.
+ * flags: WP_HTTP_ROUTE_* (either, both or none). Returns 0, WP_ERR_INVAL (malformed
+ * pattern/method, unknown flag) or WP_ERR_EXISTS (same method and pattern) or WP_ERR_NOMEM.
  */
 int wp_http_server_route(wp_http_server *s, const char *method, const char *pattern,
                          wp_http_handler h, void *ud, unsigned flags);
@@ -217,6 +220,20 @@ int wp_http_respond_error(wp_http_req *req, int status, const char *code, const 
 int wp_http_resp_begin(wp_http_req *req, int status, const char *content_type);
 int wp_http_resp_write(wp_http_req *req, const void *data, size_t len);
 int wp_http_resp_end(wp_http_req *req);
+/*
+ * Streaming response with a known length: like wp_http_resp_begin, but sent
+ * with "Content-Length: len" instead of chunked (the caller writes exactly len
+ * bytes with wp_http_resp_write, then wp_http_resp_end; HEAD gets the header
+ * only). Same returns as wp_http_resp_begin.
+ */
+int wp_http_resp_begin_length(wp_http_req *req, int status, const char *content_type, uint64_t len);
+/*
+ * Gives up on req: the connection is closed at once without completing the
+ * response (a started response reaches the client truncated, so it can tell).
+ * For a proxy whose upstream failed mid-response. The req is finished (no
+ * on_abort follows) and invalid afterwards. NULL is ignored.
+ */
+void wp_http_resp_abort(wp_http_req *req);
 /* cb runs every time the write queue drains after wp_http_resp_write returned WP_ERR_LIMIT. */
 void wp_http_resp_on_drain(wp_http_req *req, void (*cb)(wp_http_req *req, void *ud), void *ud);
 

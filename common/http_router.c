@@ -111,8 +111,6 @@ int wp_http_router_add(wp_http_router *r, const char *method, const char *patter
 {
     if (!method || !*method || !pattern || !h || strlen(method) > 32)
         return WP_ERR_INVAL;
-    if ((flags & WP_HTTP_ROUTE_STREAM_BODY) && (flags & WP_HTTP_ROUTE_UPGRADE))
-        return WP_ERR_INVAL;
     if (flags & ~(WP_HTTP_ROUTE_STREAM_BODY | WP_HTTP_ROUTE_UPGRADE))
         return WP_ERR_INVAL;
     if (strcmp(method, "*") != 0)

@@ -685,7 +685,7 @@ int wp_http_respond_error(wp_http_req *req, int status, const char *code, const 
     return rc;
 }
 
-int wp_http_resp_begin(wp_http_req *req, int status, const char *content_type)
+static int http_resp_begin(wp_http_req *req, int status, const char *content_type, long long len)
 {
     if (!req)
         return WP_ERR_INVAL;
@@ -697,14 +697,16 @@ int wp_http_resp_begin(wp_http_req *req, int status, const char *content_type)
     req->status = status;
     if (!req_conn_ok(req) || req->server_answered)
         return WP_ERR_CLOSED;
-    if (req->minor == 0)
+    if (len >= 0)
+        ; /* Content-Length framing */
+    else if (req->minor == 0)
         req->close_after = 1; /* close-delimited */
     else
         req->chunked = 1;
     decide_close(req);
     wp_buf head;
     wp_buf_init(&head, HTTP_HEAD_MAX);
-    int rc = build_head(req, &head, status, content_type, -1);
+    int rc = build_head(req, &head, status, content_type, len);
     if (rc == 0)
         rc = wp_conn_write(req->hc->conn, wp_buf_ptr(&head), wp_buf_len(&head));
     if (rc == 0)
@@ -716,6 +718,27 @@ int wp_http_resp_begin(wp_http_req *req, int status, const char *content_type)
     }
     req->started = 1;
     return 0;
+}
+
+int wp_http_resp_begin(wp_http_req *req, int status, const char *content_type)
+{
+    return http_resp_begin(req, status, content_type, -1);
+}
+
+int wp_http_resp_begin_length(wp_http_req *req, int status, const char *content_type, uint64_t len)
+{
+    if (len > (uint64_t)INT64_MAX)
+        return WP_ERR_INVAL;
+    return http_resp_begin(req, status, content_type, (long long)len);
+}
+
+void wp_http_resp_abort(wp_http_req *req)
+{
+    if (!req || req->finished)
+        return;
+    req->finished = 1;
+    if (req->hc)
+        hc_kill(req->hc);
 }
 
 int wp_http_resp_write(wp_http_req *req, const void *data, size_t len)
@@ -776,6 +799,13 @@ static int http_finish_resp(wp_http_req *req)
     if (!hc)
         return 0;
     int closed = hc->dead || hc->hijacked;
+    if (!closed && req->body_paused) {
+        /* answered: the handler no longer holds the body back (it is read and dropped, or the
+         * connection closes when a body was still due) */
+        req->body_paused = 0;
+        if (!hc->read_blocked && hc->conn)
+            wp_conn_read_start(hc->conn);
+    }
     if (!closed && !hc->in_process)
         hc_process(hc);
     return closed ? WP_ERR_CLOSED : 0;
@@ -1670,7 +1700,8 @@ int wp_http_req_hijack(wp_http_req *req, wp_conn **out, wp_buf *leftover)
     wp_conn_read_stop(c);
     wp_conn_set_callbacks(c, NULL, NULL);
     req->finished = 1;
-    req->status = 101;
+    /* CONNECT was answered 200 by its handler; an upgrade 101 */
+    req->status = req->method && strcmp(req->method, "CONNECT") == 0 ? 200 : 101;
     req_log(req);
     hc->hijacked = 1;
     hc->conn = NULL;

@@ -46,6 +46,7 @@
 #define WS_RESP_BODY_MAX 16384u         /* client: body of a refusal kept for its JSON error */
 #define WS_HNAME_MAX     256u
 #define WS_QUEUED_DEF    (8u * 1024u * 1024u)
+#define WS_MSG_KEEP      (64u * 1024u) /* reassembly storage kept between messages */
 
 enum { WS_CONNECTING = 0, WS_OPEN = 1 };
 
@@ -78,6 +79,12 @@ struct wp_ws {
     int state;
     int is_client;
     wp_buf in;
+    /* received data message: wslay does not buffer data frames (no_buffering); text, and
+     * binary without on_binary_chunk, are reassembled here in storage kept between messages */
+    wp_buf msg;
+    uint8_t rx_op;          /* opcode of the data message being received (text/binary) */
+    unsigned rx_ctrl : 1;   /* the frame being received is a control frame */
+    unsigned rx_stream : 1; /* this binary message goes to on_binary_chunk piece by piece */
     /* frame pre-check state */
     uint64_t frame_left; /* bytes of the current frame not yet handed to wslay; 0 = boundary */
     uint64_t msg_len;    /* data message length so far */
@@ -335,6 +342,7 @@ static void ws_release(wp_ws *ws)
         wslay_event_context_free(ws->ctx);
     ws_hs_free(ws->hs);
     wp_buf_free(&ws->in);
+    wp_buf_free(&ws->msg);
     free(ws);
 }
 
@@ -544,6 +552,46 @@ static int ws_genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, 
     return 0;
 }
 
+/* A frame starts: note whether it is a control frame and, for a data message's first frame,
+ * how the message is delivered. */
+static void ws_frame_start_cb(wslay_event_context_ptr ctx,
+                              const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
+{
+    wp_ws *ws = ud;
+    (void)ctx;
+    ws->rx_ctrl = (arg->opcode & 8) != 0;
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+        ws->rx_op = arg->opcode;
+        ws->rx_stream = arg->opcode == WSLAY_BINARY_FRAME && ws->cbs.on_binary_chunk != NULL;
+        wp_buf_reset(&ws->msg);
+    }
+}
+
+/* Payload bytes of the current frame (data frames only: wslay buffers control frames). */
+static void ws_chunk_cb(wslay_event_context_ptr ctx,
+                        const struct wslay_event_on_frame_recv_chunk_arg *arg, void *ud)
+{
+    wp_ws *ws = ud;
+    (void)ctx;
+    if (ws->rx_ctrl || arg->data_length == 0 || ws->reported || ws_dead(ws))
+        return;
+    if (ws->rx_stream) {
+        ws->cbs.on_binary_chunk(ws, arg->data, arg->data_length, ws->ud);
+        return;
+    }
+    /* within the limits: ws_frame_head refused larger messages before wslay saw them */
+    if (wp_buf_put(&ws->msg, arg->data, arg->data_length) < 0)
+        ws_fail_now(ws, WP_ERR_NOMEM);
+}
+
+/* A data message was delivered: empty the buffer, keep small storage for the next one. */
+static void ws_msg_done(wp_ws *ws)
+{
+    wp_buf_reset(&ws->msg);
+    if (ws->msg.alloc > WS_MSG_KEEP)
+        wp_buf_free(&ws->msg);
+}
+
 static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                       void *ud)
 {
@@ -554,11 +602,13 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     switch (arg->opcode) {
     case WSLAY_TEXT_FRAME:
         if (ws->cbs.on_text)
-            ws->cbs.on_text(ws, (const char *)arg->msg, arg->msg_length, ws->ud);
+            ws->cbs.on_text(ws, (const char *)wp_buf_ptr(&ws->msg), wp_buf_len(&ws->msg), ws->ud);
+        ws_msg_done(ws);
         break;
     case WSLAY_BINARY_FRAME:
-        if (ws->cbs.on_binary)
-            ws->cbs.on_binary(ws, arg->msg, arg->msg_length, ws->ud);
+        if (!ws->rx_stream && ws->cbs.on_binary)
+            ws->cbs.on_binary(ws, wp_buf_ptr(&ws->msg), wp_buf_len(&ws->msg), ws->ud);
+        ws_msg_done(ws);
         break;
     case WSLAY_CONNECTION_CLOSE: {
         ws->close_received = 1;
@@ -579,6 +629,8 @@ static const struct wslay_event_callbacks ws_wslay_cbs = {
     .recv_callback = ws_recv_cb,
     .send_callback = ws_send_cb,
     .genmask_callback = ws_genmask_cb,
+    .on_frame_recv_start_callback = ws_frame_start_cb,
+    .on_frame_recv_chunk_callback = ws_chunk_cb,
     .on_msg_recv_callback = ws_msg_cb,
 };
 
@@ -784,6 +836,8 @@ static wp_ws *ws_new(uv_loop_t *loop, const wp_ws_limits *lim, const wp_ws_callb
         ws->cbs = *cbs;
     ws->ud = ud;
     wp_buf_init(&ws->in, WS_IN_MAX);
+    wp_buf_init(&ws->msg,
+                ws->lim.max_binary > ws->lim.max_text ? ws->lim.max_binary : ws->lim.max_text);
     return ws;
 }
 
@@ -798,6 +852,8 @@ static int ws_ctx_init(wp_ws *ws)
     }
     size_t max = ws->lim.max_binary > ws->lim.max_text ? ws->lim.max_binary : ws->lim.max_text;
     wslay_event_config_set_max_recv_msg_length(ws->ctx, max);
+    /* data frames reach us as they arrive (ws_chunk_cb); wslay still buffers control frames */
+    wslay_event_config_set_no_buffering(ws->ctx, 1);
     return 0;
 }
 
@@ -1313,6 +1369,16 @@ int wp_ws_client_connect(uv_loop_t *loop, const char *url, wp_tls_conf *tls,
                          const wp_ws_limits *lim, const wp_ws_callbacks *cbs, void *ud,
                          wp_ws_connect_cb cb, void *cud, wp_ws **out)
 {
+    return wp_ws_client_connect_via(NULL, NULL, loop, url, tls, extra_headers, subprotocol, lim,
+                                    cbs, ud, cb, cud, out);
+}
+
+int wp_ws_client_connect_via(wp_ws_dial_fn dial, void *dial_ud, uv_loop_t *loop, const char *url,
+                             wp_tls_conf *tls, const char *const *extra_headers,
+                             const char *subprotocol, const wp_ws_limits *lim,
+                             const wp_ws_callbacks *cbs, void *ud, wp_ws_connect_cb cb, void *cud,
+                             wp_ws **out)
+{
     if (!loop || !url || !subprotocol || !cb || !ws_is_token(subprotocol, 64))
         return WP_ERR_INVAL;
     for (size_t i = 0; extra_headers && extra_headers[i]; i++)
@@ -1366,8 +1432,10 @@ int wp_ws_client_connect(uv_loop_t *loop, const char *url, wp_tls_conf *tls,
     if (rc == 0) {
         hs->deadline = uv_now(loop) + ws->lim.handshake_timeout_ms;
         ws->conn_pending = 1;
-        rc = wp_conn_connect(loop, host, port, tls, host, (int)ws->lim.handshake_timeout_ms, NULL,
-                             ws_client_connected, ws);
+        rc = dial ? dial(dial_ud, loop, host, port, tls, host, (int)ws->lim.handshake_timeout_ms,
+                         ws_client_connected, ws)
+                  : wp_conn_connect(loop, host, port, tls, host, (int)ws->lim.handshake_timeout_ms,
+                                    NULL, ws_client_connected, ws);
     }
     if (rc < 0) {
         ws->conn_pending = 0;

@@ -17,7 +17,8 @@
  *   - no extension is ever negotiated (permessage-deflate offers are ignored
  *     by the server; a client fails a 101 that names one).
  * Ping is answered with Pong automatically. Messages are delivered whole
- * (fragments are reassembled within the limits).
+ * (fragments are reassembled within the limits), except binary messages for
+ * an owner that sets on_binary_chunk (streamed as they arrive, no copy).
  *
  * Lifetime: a wp_ws is freed after its connection closed; on_freed is its
  * last callback. Exactly one "end" report reaches the owner, unless it
@@ -78,6 +79,11 @@ typedef struct wp_ws_callbacks {
     void (*on_drain)(wp_ws *ws, void *ud);
     /* Last callback, after the connection closed; ws is freed when it returns. */
     void (*on_freed)(wp_ws *ws, void *ud);
+    /* Optional, for byte-stream consumers (the tunnel's mux): when set, binary messages are
+     * not reassembled and on_binary is not called; their payload is handed over in order,
+     * in pieces (of up to a few KiB) as it arrives, without a copy. Message boundaries are
+     * not reported. max_binary still bounds each message. Chosen when a message starts. */
+    void (*on_binary_chunk)(wp_ws *ws, const uint8_t *p, size_t n, void *ud);
 } wp_ws_callbacks;
 
 /* ---- handshake helpers (pure) ---- */
@@ -178,6 +184,25 @@ int wp_ws_client_connect(uv_loop_t *loop, const char *url, wp_tls_conf *tls,
                          const char *const *extra_headers, const char *subprotocol,
                          const wp_ws_limits *lim, const wp_ws_callbacks *cbs, void *ud,
                          wp_ws_connect_cb cb, void *cud, wp_ws **out);
+
+/*
+ * A transport for wp_ws_client_connect_via(): reaches host:port some other
+ * way than a direct TCP connect (e.g. through an HTTP proxy), then runs TLS
+ * when tls is not NULL (server_name: SNI and verification). Same contract as
+ * wp_conn_connect(): returns 0 and later calls cb exactly once from the loop
+ * (a ready connection, or NULL with a WP_ERR_* status) within about
+ * timeout_ms, or returns a WP_ERR_* and never calls cb.
+ */
+typedef int (*wp_ws_dial_fn)(void *dial_ud, uv_loop_t *loop, const char *host, int port,
+                             wp_tls_conf *tls, const char *server_name, int timeout_ms,
+                             wp_conn_connect_cb cb, void *cud);
+
+/* wp_ws_client_connect() with the transport made by dial(dial_ud, ...) (NULL: direct). */
+int wp_ws_client_connect_via(wp_ws_dial_fn dial, void *dial_ud, uv_loop_t *loop, const char *url,
+                             wp_tls_conf *tls, const char *const *extra_headers,
+                             const char *subprotocol, const wp_ws_limits *lim,
+                             const wp_ws_callbacks *cbs, void *ud, wp_ws_connect_cb cb, void *cud,
+                             wp_ws **out);
 
 /* ---- messages ---- */
 

@@ -15,9 +15,11 @@
  *   POST   /api/v1/nodes/{id}/undrain   → node (status from the tunnel state: online / degraded
  *                                       when connected, else offline)
  *   DELETE /api/v1/nodes/{id}[?force=true] → 204; 409 node_busy while active_sessions > 0.
- *                                       force=true deletes anyway; today it does not stop
- *                                       anything on the node: the sessions keep their rows with
- *                                       node_id cleared (the sessions issue wires the stop).
+ *                                       force=true deletes anyway: in the same statement the
+ *                                       node's pending/starting/running/stopping sessions
+ *                                       become stopped (session.stopped, reason "node
+ *                                       deregistered"), then their Wolf lobbies are stopped
+ *                                       best-effort while the tunnel is still up.
  *
  * Every change and its event (node.registered, node.updated, node.drained, node.undrained,
  * node.deregistered; data.by names the admin token) are one SQL statement. Ids in paths that
@@ -37,6 +39,7 @@
 #include "log.h"
 #include "nodes.h"
 #include "pgjson.h"
+#include "sessions.h"
 #include "store.h"
 
 #define CP_NODES_BODY_MAX (64 * 1024)
@@ -435,7 +438,8 @@ static void cp_nodes_drain_common(cp_call *call, int drain)
         "WITH prev AS (SELECT id, draining, status FROM nodes WHERE id = $1 FOR UPDATE), "
         "u AS (UPDATE nodes n SET draining = false, "
         "status = CASE WHEN n.status = 'offline' OR n.connected_replica IS NULL OR "
-        "n.last_heartbeat IS NULL THEN 'offline' WHEN n.wolf_healthy THEN 'online' "
+        "n.last_heartbeat IS NULL THEN 'offline' WHEN n.wolf_healthy AND "
+        "(n.cooldown_until IS NULL OR n.cooldown_until <= now()) THEN 'online' "
         "ELSE 'degraded' END "
         "FROM prev WHERE n.id = prev.id RETURNING n.*, prev.draining AS was_draining, "
         "prev.status AS prev_status), "
@@ -496,6 +500,11 @@ static void cp_nodes_deleted(int err, PGresult *res, void *ud)
     }
     wp_log_info("node deregistered", WP_LS("node", PQgetvalue(res, 0, 2)),
                 WP_LS("active_sessions", active), WP_LS("by", call->who.name));
+    cJSON *stopped = NULL;
+    const char *st = PQgetvalue(res, 0, 3);
+    if (wp_json_parse(st, strlen(st), 1 << 20, 4, &stopped) == 0)
+        cp_sessions_stop_lobbies(call->server, PQgetvalue(res, 0, 2), stopped);
+    cJSON_Delete(stopped);
     cp_call_respond_empty(call, 204);
 }
 
@@ -521,8 +530,16 @@ static void cp_nodes_delete(cp_call *call)
         "(n.active_sessions = 0 OR $2::boolean) RETURNING nodes.id, n.status, n.active_sessions), "
         "e AS (INSERT INTO events (type, node_id, data) SELECT 'node.deregistered', id, "
         "jsonb_build_object('status', status, 'active_sessions', active_sessions, 'force', "
-        "$2::boolean, 'by', $3::text) FROM d) "
-        "SELECT n.active_sessions, (SELECT count(*) FROM d) AS deleted, n.id FROM n",
+        "$2::boolean, 'by', $3::text) FROM d), "
+        "st AS (UPDATE sessions SET status = 'stopped', stopped_at = now(), "
+        "failure_reason = 'node deregistered' FROM d WHERE sessions.node_id = d.id AND "
+        "sessions.status IN ('pending', 'starting', 'running', 'stopping') "
+        "RETURNING sessions.id, sessions.wolf_lobby_id, sessions.wolf_pin), "
+        "se AS (INSERT INTO events (type, node_id, session_id, message) SELECT 'session.stopped', "
+        "$1, id, 'node deregistered' FROM st) "
+        "SELECT n.active_sessions, (SELECT count(*) FROM d) AS deleted, n.id, "
+        "(SELECT coalesce(jsonb_agg(jsonb_build_object('lobby', wolf_lobby_id, 'pin', wolf_pin)) "
+        "FILTER (WHERE wolf_lobby_id IS NOT NULL), '[]'::jsonb) FROM st) AS stopped FROM n",
         3, params, cp_nodes_deleted, call);
     if (rc != 0)
         cp_call_respond_db_error(call, rc);

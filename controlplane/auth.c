@@ -235,7 +235,20 @@ static const char *cp_auth_bearer(wp_http_req *req)
 void cp_auth_request(cp_server *s, wp_http_req *req, unsigned roles, cp_api_fn fn,
                      void (*on_fail)(void *data), void *data)
 {
-    const char *token = cp_auth_bearer(req);
+    cp_auth_request_token(s, req, cp_auth_bearer(req), roles, fn, on_fail, data);
+}
+
+void cp_auth_request_token(cp_server *s, wp_http_req *req, const char *token, unsigned roles,
+                           cp_api_fn fn, void (*on_fail)(void *data), void *data)
+{
+    if (token) {
+        size_t n = strlen(token);
+        for (size_t i = 0; i < n && token; i++)
+            if ((unsigned char)token[i] <= 0x20 || (unsigned char)token[i] >= 0x7f)
+                token = NULL;
+        if (n == 0 || n > CP_TOKEN_LEN_MAX)
+            token = NULL;
+    }
     if (!token) {
         if (on_fail)
             on_fail(data);

@@ -69,6 +69,15 @@ void cp_auth_request(cp_server *s, wp_http_req *req, unsigned roles, cp_api_fn f
                      void (*on_fail)(void *data), void *data);
 
 /*
+ * cp_auth_request with the token given by the caller instead of read from the
+ * Authorization header (e.g. a WebSocket upgrade's ?access_token=, which
+ * browsers must use); NULL, empty, over-long or non-printable tokens are
+ * answered 401. The token is never logged. Same contract otherwise.
+ */
+void cp_auth_request_token(cp_server *s, wp_http_req *req, const char *token, unsigned roles,
+                           cp_api_fn fn, void (*on_fail)(void *data), void *data);
+
+/*
  * Ends a call without answering (frees it): for a function that takes the
  * request over (streams it, hijacks it) or never will answer (the client went
  * away). Call it BEFORE answering or hijacking the request yourself: it clears

@@ -53,6 +53,28 @@ static size_t cp_config_table(cp_config *cfg, struct cp_config_raw *raw, wp_opt 
          300},
         {"max-tunnels", 0, WP_OPT_INT, &cfg->max_tunnels, "WOLFPACK_MAX_TUNNELS", "N",
          "most concurrent agent tunnels", "1024", 1, 100000},
+        {"wolf-timeout", 0, WP_OPT_INT, &cfg->wolf_timeout_s, "WOLFPACK_WOLF_TIMEOUT", "SECONDS",
+         "deadline of one call to a node's Wolf API (lobbies/create can block ~20 s)", "30", 1,
+         600},
+        {"schedule-attempts", 0, WP_OPT_INT, &cfg->schedule_attempts, "WOLFPACK_SCHEDULE_ATTEMPTS",
+         "N", "nodes a session start is tried on before the session fails", "3", 1, 20},
+        {"node-cooldown", 0, WP_OPT_INT, &cfg->node_cooldown_s, "WOLFPACK_NODE_COOLDOWN", "SECONDS",
+         "a node whose session start failed stays degraded (no new sessions) this long", "60", 0,
+         86400},
+        {"wolf-profile-id", 0, WP_OPT_STRING, &cfg->wolf_profile_id, "WOLFPACK_WOLF_PROFILE_ID",
+         "ID", "Wolf profile id that starts session lobbies (lobbies/create profile_id)",
+         "moonlight-profile-id", 0, 0},
+        {"reap-orphans", 0, WP_OPT_BOOL, &cfg->reap_orphans, "WOLFPACK_REAP_ORPHANS", NULL,
+         "stop Wolf lobbies that no session in the database owns (found when a node reconnects)",
+         NULL, 0, 0},
+        {"proxy-timeout", 0, WP_OPT_INT, &cfg->proxy_timeout_s, "WOLFPACK_PROXY_TIMEOUT", "SECONDS",
+         "proxied requests: a node's service must answer (headers) within this (504)", "30", 1,
+         3600},
+        {"moonlight-credentials-file", 0, WP_OPT_STRING, &cfg->moonlight_credentials_file,
+         "WOLFPACK_MOONLIGHT_CREDENTIALS_FILE", "FILE",
+         "Moonlight Web credentials sent as Bearer on proxied session requests (or the value "
+         "itself in WOLFPACK_MOONLIGHT_CREDENTIALS)",
+         "none", 0, 0},
         {"log-format", 0, WP_OPT_STRING, &raw->log_format, "WOLFPACK_LOG_FORMAT", "FMT",
          "logfmt or json", "logfmt", 0, 0},
         {"log-level", 0, WP_OPT_STRING, &raw->log_level, "WOLFPACK_LOG_LEVEL", "LEVEL",
@@ -88,6 +110,11 @@ int cp_config_parse(cp_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
     cfg->idle_timeout_s = 60;
     cfg->heartbeat_interval_s = 10;
     cfg->max_tunnels = 1024;
+    cfg->proxy_timeout_s = 30;
+    cfg->wolf_timeout_s = 30;
+    cfg->schedule_attempts = 3;
+    cfg->node_cooldown_s = 60;
+    cfg->wolf_profile_id = "moonlight-profile-id";
 
     size_t n = cp_config_table(cfg, &raw, table, sizeof(table) / sizeof(table[0]));
     rc = wp_opts_parse(table, n, argc, argv, 1, getenv_fn, pos, 4, &npos, err, cap);
@@ -126,6 +153,16 @@ int cp_config_parse(cp_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
     }
     if (cfg->no_tls && cfg->tls_cert) {
         snprintf(err, cap, "--no-tls conflicts with --tls-cert/--tls-key");
+        return WP_ERR_INVAL;
+    }
+    if (!cfg->wolf_profile_id[0] || strlen(cfg->wolf_profile_id) > 128) {
+        snprintf(err, cap, "--wolf-profile-id: 1 to 128 characters");
+        return WP_ERR_INVAL;
+    }
+    cfg->moonlight_credentials = getenv_fn ? getenv_fn("WOLFPACK_MOONLIGHT_CREDENTIALS") : NULL;
+    if (cfg->moonlight_credentials && cfg->moonlight_credentials_file) {
+        snprintf(err, cap,
+                 "WOLFPACK_MOONLIGHT_CREDENTIALS and --moonlight-credentials-file are exclusive");
         return WP_ERR_INVAL;
     }
     if (cfg->advertise_url && strncmp(cfg->advertise_url, "wss://", 6) != 0) {

@@ -35,6 +35,14 @@ typedef struct cp_config {
     long long max_handshakes;   /* concurrent TLS handshakes */
     long long heartbeat_interval_s; /* heartbeat_interval_ms sent to agents in `welcome` / 1000 */
     long long max_tunnels;          /* concurrent agent tunnels (beyond: 503 over_capacity) */
+    long long proxy_timeout_s;      /* proxied request: open + response headers deadline (504) */
+    const char *moonlight_credentials_file; /* Moonlight Web Bearer credentials (file) */
+    const char *moonlight_credentials;      /* ... or the value (env only; secret) */
+    long long wolf_timeout_s;    /* deadline of one Wolf API call (lobbies/create blocks) */
+    long long schedule_attempts; /* nodes a session start is tried on before it fails */
+    long long node_cooldown_s;   /* a node whose session start failed stays degraded this long */
+    const char *wolf_profile_id; /* lobbies/create profile_id */
+    int reap_orphans;            /* stop Wolf lobbies the database does not know (reconcile) */
 } cp_config;
 
 /*

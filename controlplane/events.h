@@ -34,6 +34,7 @@
 #define CP_EV_NODE_UNDRAINED    "node.undrained"
 #define CP_EV_NODE_UPDATED      "node.updated"
 #define CP_EV_NODE_DEREGISTERED "node.deregistered"
+#define CP_EV_NODE_WOLF_RESTART "node.wolf_restart" /* the agent ran --wolf-restart-cmd */
 #define CP_EV_TOKEN_CREATED     "token.created"
 #define CP_EV_TOKEN_REVOKED     "token.revoked"
 

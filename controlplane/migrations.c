@@ -174,9 +174,26 @@ static const char migration_0002_node_registry[] =
     "CREATE INDEX nodes_gpu_vendor_idx ON nodes (gpu_vendor);\n"
     "CREATE INDEX events_type_idx ON events (type, id);\n";
 
+/*
+ * Migration 3 — sessions (issue 5):
+ *   nodes.cooldown_until  a failed session start keeps the node degraded (and out of the
+ *                         scheduler) until then; heartbeats do not flip it back earlier
+ *   sessions.name         the session's display name (also in request)
+ *   sessions.attempts     how many nodes a start was tried on
+ *   sessions_recovery_idx pending/starting/stopping sessions by age, for the recovery pass
+ */
+static const char migration_0003_sessions[] =
+    "ALTER TABLE nodes ADD COLUMN cooldown_until timestamptz;\n"
+    "ALTER TABLE sessions\n"
+    "    ADD COLUMN name text NOT NULL DEFAULT '' CHECK (length(name) <= 128),\n"
+    "    ADD COLUMN attempts integer NOT NULL DEFAULT 0 CHECK (attempts >= 0);\n"
+    "CREATE INDEX sessions_recovery_idx ON sessions (updated_at)\n"
+    "    WHERE status IN ('pending', 'starting', 'stopping');\n";
+
 const cp_migration cp_migrations[] = {
     {1, "initial", migration_0001_initial},
     {2, "node_registry", migration_0002_node_registry},
+    {3, "sessions", migration_0003_sessions},
 };
 
 const size_t cp_migrations_count = sizeof cp_migrations / sizeof cp_migrations[0];

@@ -42,7 +42,8 @@ static const char cp_nodes_sql_hello[] =
     "labels = CASE WHEN n.preregistered THEN n.labels ELSE $3::jsonb END, "
     "max_sessions = CASE WHEN n.preregistered THEN n.max_sessions ELSE $4::int END, "
     "services = $5::jsonb, gpus = $6::jsonb, "
-    "status = CASE WHEN n.draining THEN 'draining' WHEN n.wolf_healthy THEN 'online' "
+    "status = CASE WHEN n.draining THEN 'draining' WHEN n.wolf_healthy AND "
+    "(n.cooldown_until IS NULL OR n.cooldown_until <= now()) THEN 'online' "
     "ELSE 'degraded' END, "
     "connected_replica = $7, last_heartbeat = now() "
     "FROM prev WHERE n.id = prev.id RETURNING " CP_NODES_STATE_COLS
@@ -52,7 +53,8 @@ static const char cp_nodes_sql_heartbeat[] =
     "WITH prev AS (SELECT id, status FROM nodes WHERE id = $1 FOR UPDATE), "
     "u AS (UPDATE nodes n SET load = $2::jsonb, gpu_stats = $3::jsonb, wolf_health = $4::jsonb, "
     "wolf_healthy = $5::boolean, last_heartbeat = now(), "
-    "status = CASE WHEN n.draining THEN 'draining' WHEN $5::boolean THEN 'online' "
+    "status = CASE WHEN n.draining THEN 'draining' WHEN $5::boolean AND "
+    "(n.cooldown_until IS NULL OR n.cooldown_until <= now()) THEN 'online' "
     "ELSE 'degraded' END "
     "FROM prev WHERE n.id = prev.id RETURNING " CP_NODES_STATE_COLS "), " CP_NODES_TRANSITION_EVENT(
         "u.connected_replica", "heartbeat", ", 'wolf', $4::jsonb") "SELECT * FROM u";

@@ -6,7 +6,8 @@
  * Status model (nodes.status, DESIGN.md §3):
  *   offline   no tunnel, or no heartbeat for longer than the stale limit
  *   draining  connected, and an admin drained it (nodes.draining); wins over degraded
- *   degraded  connected, and the last heartbeat said Wolf is unhealthy
+ *   degraded  connected, and the last heartbeat said Wolf is unhealthy, or a session
+ *             start failed on it less than --node-cooldown ago (nodes.cooldown_until)
  *   online    connected and healthy
  * `draining` is also a separate flag: a drained node that goes offline stays
  * drained, and comes back as `draining`.

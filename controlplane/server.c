@@ -12,11 +12,14 @@
 
 #include "api_events.h"
 #include "api_nodes.h"
+#include "api_sessions.h"
 #include "api_tokens.h"
+#include "proxy.h"
 #include "cert.h"
 #include "err.h"
 #include "fs.h"
 #include "log.h"
+#include "sessions.h"
 #include "tunnel.h"
 #include "version.h"
 
@@ -188,7 +191,9 @@ int cp_server_start(cp_server *s, uv_loop_t *loop, const cp_config *cfg, char *e
         (rc = wp_http_server_route(s->http, "GET", "/readyz", cp_route_readyz, s, 0)) != 0 ||
         (rc = wp_http_server_route(s->http, "GET", "/version", cp_route_version, s, 0)) != 0 ||
         (rc = cp_api_tokens_register(s)) != 0 || (rc = cp_api_nodes_register(s)) != 0 ||
-        (rc = cp_api_events_register(s)) != 0 || (rc = cp_tunnels_init(s)) != 0) {
+        (rc = cp_api_events_register(s)) != 0 || (rc = cp_api_sessions_register(s)) != 0 ||
+        (rc = cp_tunnels_init(s)) != 0 || (rc = cp_proxy_register(s)) != 0 ||
+        (rc = cp_sessions_init(s)) != 0) {
         snprintf(err, cap, "cannot register routes: %s", wp_strerror(rc));
         goto fail;
     }
@@ -224,6 +229,7 @@ static void cp_server_closed_cb(void *ud)
 void cp_server_stop(cp_server *s, void (*on_closed)(cp_server *s))
 {
     s->on_closed = on_closed;
+    cp_sessions_shutdown(s);
     if (!s->http) {
         cp_tunnels_shutdown(s, cp_server_tunnels_closed);
         return;

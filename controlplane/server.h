@@ -16,6 +16,8 @@
 
 struct cp_call;
 struct cp_tunnels;
+struct cp_sessions;
+typedef struct cp_sessions cp_sessions;
 
 /* An authenticated API route (auth.c): which roles may call fn. */
 typedef struct cp_api_route {
@@ -40,7 +42,8 @@ typedef struct cp_server {
     cp_store *store; /* set by the owner before cp_server_start; readiness and the API use it */
     cp_api_route api_routes[CP_API_ROUTES_MAX];
     size_t napi_routes;
-    struct cp_tunnels *tunnels; /* agent tunnels (tunnel.h); NULL before start / after stop */
+    struct cp_tunnels *tunnels;   /* agent tunnels (tunnel.h); NULL before start / after stop */
+    struct cp_sessions *sessions; /* session lifecycle engine (sessions.h); NULL when stopped */
 } cp_server;
 
 /*

@@ -35,10 +35,12 @@
 #include "auth.h"
 #include "crypto.h"
 #include "err.h"
+#include "events.h"
 #include "json.h"
 #include "log.h"
 #include "mux.h"
 #include "nodes.h"
+#include "sessions.h"
 #include "store.h"
 #include "tunnel_int.h"
 #include "version.h"
@@ -91,6 +93,8 @@ struct cp_tunnel {
     uint64_t last_hb_mono;
     uint64_t heartbeats;
     long long hb_seq;
+    uint64_t last_event_mono; /* rate limit of agent `event` messages */
+    uint64_t events;
 };
 
 struct cp_tunnels {
@@ -716,6 +720,9 @@ static void cp_tunnel_hello_stored(int err, const cp_node_state *node, void *ud)
     else
         wp_log_info("node registry updated", WP_LS("node", node->id), WP_LS("status", node->status),
                     WP_LI("registered", node->registered));
+    /* The database knows the tunnel: compare the node's lobbies with its sessions. */
+    if (err == 0 && node && !reg->shutting && cp_tunnel_connected(reg->s, ctx->node_id))
+        cp_sessions_reconcile(reg->s, ctx->node_id);
     free(ctx);
     cp_tunnels_maybe_free(reg);
 }
@@ -914,6 +921,48 @@ static void cp_tunnel_on_heartbeat(cp_tunnel *t, const cJSON *doc)
         wp_log_debug("heartbeat not stored", WP_LS("node", t->node_id), WP_LE("err", rc));
 }
 
+/*
+ * `event` (PROTOCOL.md §4.8): a known event becomes an audit row node.<event>; an
+ * invalid one is dropped and logged (the tunnel stays up), as are events beyond
+ * CP_TUNNEL_EVENTS_BURST in a row less than CP_TUNNEL_EVENT_GAP_MS apart.
+ */
+#define CP_TUNNEL_EVENT_GAP_MS 1000
+#define CP_TUNNEL_EVENTS_BURST 10
+static void cp_tunnel_on_event(cp_tunnel *t, const cJSON *doc)
+{
+    const char *ev = wp_json_get_str(doc, "event");
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "message");
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(doc, "data");
+    if (!ev || strlen(ev) > 64 ||
+        (m && (!cJSON_IsString(m) || strlen(m->valuestring) > CP_TUNNEL_STR_MAX)) ||
+        (d && !cJSON_IsObject(d))) {
+        wp_log_warn("invalid event dropped", WP_LS("node", t->node_id));
+        return;
+    }
+    if (strcmp(ev, WP_EVENT_WOLF_RESTART) != 0) {
+        wp_log_debug("unknown agent event ignored", WP_LS("node", t->node_id));
+        return;
+    }
+    uint64_t now = uv_now(t->reg->loop);
+    if (t->events >= CP_TUNNEL_EVENTS_BURST && now - t->last_event_mono < CP_TUNNEL_EVENT_GAP_MS) {
+        wp_log_warn("agent events too fast, dropped", WP_LS("node", t->node_id));
+        return;
+    }
+    if (now - t->last_event_mono >= CP_TUNNEL_EVENT_GAP_MS)
+        t->events = 0;
+    t->events++;
+    t->last_event_mono = now;
+    const char *msg = m ? m->valuestring : "";
+    wp_log_warn("node ran its Wolf restart command", WP_LS("node", t->node_id),
+                WP_LS("message", msg));
+    cp_db *db = cp_tunnels_db(t->reg);
+    cp_event e = {
+        .type = CP_EV_NODE_WOLF_RESTART, .node_id = t->node_id, .message = msg, .data = d};
+    int rc = db ? cp_events_add(db, &e, NULL, NULL) : WP_ERR_CLOSED;
+    if (rc != 0)
+        wp_log_warn("agent event not stored", WP_LS("node", t->node_id), WP_LE("err", rc));
+}
+
 static void cp_tunnel_on_drain(cp_tunnel *t, const cJSON *doc)
 {
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(doc, "reason");
@@ -1011,6 +1060,8 @@ static void cp_ws_on_text(wp_ws *ws, const char *p, size_t n, void *ud)
         cp_tunnel_on_goaway(t, doc);
     } else if (strcmp(type, WP_MSG_ERROR) == 0) {
         cp_tunnel_on_error_msg(t, doc);
+    } else if (strcmp(type, WP_MSG_EVENT) == 0) {
+        cp_tunnel_on_event(t, doc);
     } else if (strcmp(type, WP_MSG_WELCOME) == 0) {
         cp_tunnel_end_reason(t, WP_GOAWAY_REASON_PROTOCOL_ERROR, "welcome from an agent");
     } else {
@@ -1505,6 +1556,17 @@ int cp_stream_close_write(cp_stream *st)
     int rc = wp_mux_close_write(st->t->mux, st->id);
     cp_tunnel_kick(st->t);
     return rc == 0 ? 0 : WP_ERR_CLOSED;
+}
+
+int cp_stream_set_callbacks(cp_stream *st, const cp_stream_callbacks *cbs, void *ud)
+{
+    if (!st || !cbs || !cbs->on_closed)
+        return WP_ERR_INVAL;
+    if (st->final)
+        return WP_ERR_CLOSED;
+    st->cbs = *cbs;
+    st->ud = ud;
+    return 0;
 }
 
 void cp_stream_reset(cp_stream *st)

@@ -175,6 +175,15 @@ int cp_stream_consumed(cp_stream *st, size_t n);
 /* Half-closes our sending side (FIN after the queued bytes). Idempotent. 0 or WP_ERR_CLOSED. */
 int cp_stream_close_write(cp_stream *st);
 
+/*
+ * Replaces the callbacks and user data of an opened stream (after on_open
+ * with err 0): hands the stream over to another consumer, e.g. a proxy
+ * passing a WebSocket upgrade to the byte bridge (bridge.h). on_closed is
+ * required (on_open is never called again). Returns 0, WP_ERR_INVAL (NULL,
+ * missing on_closed) or WP_ERR_CLOSED (ended, or inside its final callback).
+ */
+int cp_stream_set_callbacks(cp_stream *st, const cp_stream_callbacks *cbs, void *ud);
+
 /* Aborts the stream (RST), frees it, no further callback. NULL is ignored; so is a call
  * from inside the stream's final callback (it is freed right after anyway). */
 void cp_stream_reset(cp_stream *st);

@@ -10,12 +10,18 @@
 #include <string.h>
 
 #include "crypto.h"
+#include "curl_uv.h"
 #include "err.h"
 #include "json.h"
 #include "log.h"
 #include "mux.h"
+#include "proxy.h"
+#include "stats.h"
+#include "status.h"
 #include "tls.h"
 #include "version.h"
+#include "watchdog.h"
+#include "wolfprobe.h"
 #include "ws.h"
 
 #define NA_OUT_MSG_MAX   (32u * 1024u)        /* binary message built per pull */
@@ -137,8 +143,8 @@ int na_token_valid(const char *token)
     return 1;
 }
 
-char *na_hello_json(const na_config *cfg, const na_sandbox_policy *sb, const char *instance_id,
-                    int draining)
+char *na_hello_json(const na_config *cfg, const na_sandbox_policy *sb,
+                    const na_gpu_inventory *gpu_inv, const char *instance_id, int draining)
 {
     if (!cfg || !instance_id)
         return NULL;
@@ -146,7 +152,7 @@ char *na_hello_json(const na_config *cfg, const na_sandbox_policy *sb, const cha
     cJSON *o = cJSON_CreateObject();
     cJSON *labels = cJSON_CreateObject();
     cJSON *svcs = cJSON_CreateArray();
-    cJSON *gpu = cJSON_CreateObject();
+    cJSON *gpu = gpu_inv ? na_gpu_inventory_json(gpu_inv) : cJSON_CreateObject();
     if (!o || !labels || !svcs || !gpu) {
         cJSON_Delete(labels);
         cJSON_Delete(svcs);
@@ -163,8 +169,8 @@ char *na_hello_json(const na_config *cfg, const na_sandbox_policy *sb, const cha
              cJSON_AddStringToObject(o, "version", wp_version()) &&
              cJSON_AddNumberToObject(o, "max_sessions", (double)cfg->max_sessions) &&
              cJSON_AddBoolToObject(o, "draining", draining ? 1 : 0) &&
-             cJSON_AddStringToObject(gpu, "vendor", "none") &&
-             cJSON_AddArrayToObject(gpu, "devices");
+             (gpu_inv || (cJSON_AddStringToObject(gpu, "vendor", "none") &&
+                          cJSON_AddArrayToObject(gpu, "devices")));
     for (size_t i = 0; ok && i < cfg->nlabels; i++)
         ok = cJSON_AddStringToObject(labels, cfg->labels[i].key, cfg->labels[i].value) != NULL;
     for (size_t i = 0; ok && i < cfg->nservices; i++) {
@@ -272,6 +278,7 @@ typedef struct na_agent {
     const char *hdrs[3];
     wp_tls_conf *tls;
     char instance_id[33];
+    na_gpu *gpu; /* GPU inventory; closed after uv_run returned (no refresh in flight then) */
 
     int state;
     wp_ws *ws;
@@ -299,6 +306,16 @@ typedef struct na_agent {
     uv_prepare_t prep;
     uv_signal_t sigterm, sigint;
     size_t nstreams;
+    na_stats stats;               /* counters for the status endpoint (status.h) */
+    na_status_sources status_src; /* what the status endpoint reads */
+    na_status *status;            /* --status-listen endpoint, NULL if none */
+    na_proxy *proxy;              /* HTTPS_PROXY dialer, NULL: direct */
+
+    wp_curlm *curlm;            /* libcurl on the loop, for the health probes */
+    na_wolfprobe *probe;        /* Wolf/Moonlight probes: run whether or not a tunnel is up */
+    na_watchdog wd;             /* when to run --wolf-restart-cmd */
+    struct na_restart *restart; /* the restart command while it runs */
+    char *pending_event;        /* an `event` waiting for the next tunnel */
 } na_agent;
 
 static void na_connect(na_agent *a);
@@ -372,6 +389,8 @@ static void na_pump(na_agent *a)
         int rc = wp_ws_send_text(a->ws, a->qhead->data, a->qhead->n);
         if (rc == WP_ERR_LIMIT)
             return; /* on_drain resumes */
+        if (rc == 0)
+            a->stats.bytes_out_total += a->qhead->n;
         na_msg *m = a->qhead;
         a->qhead = m->next;
         if (!a->qhead)
@@ -390,6 +409,8 @@ static void na_pump(na_agent *a)
             int rc = wp_ws_send_binary(a->ws, wp_buf_ptr(&a->out), wp_buf_len(&a->out));
             if (rc == WP_ERR_LIMIT)
                 return; /* keep the frames; on_drain resumes */
+            if (rc == 0)
+                a->stats.bytes_out_total += wp_buf_len(&a->out);
             wp_buf_reset(&a->out);
             if (rc < 0)
                 break;
@@ -419,6 +440,8 @@ static void na_mux_timer_cb(uv_timer_t *t)
 static void na_prepare_cb(uv_prepare_t *p)
 {
     na_agent *a = p->data;
+    a->stats.tunnel_state = a->state; /* enum na_tunnel_state mirrors enum na_state */
+    a->stats.streams_open = a->nstreams;
     if (a->want_pump)
         na_pump(a);
     if (!a->mux) {
@@ -480,12 +503,16 @@ static void na_mux_on_stream_open(wp_mux *m, void *ud, uint32_t id, const char *
     if (rc != 0) {
         wp_log_info("stream refused", WP_LI("stream", id), WP_LS("code", code),
                     WP_LS("reason", msg));
+        na_stats_dial_failed(&a->stats, code);
         na_send_error(a, id, code, msg);
         (void)wp_mux_reset(m, id);
         return;
     }
-    na_stream_host host = {
-        .loop = a->loop, .send_error = na_send_error, .on_freed = na_stream_freed, .ud = a};
+    na_stream_host host = {.loop = a->loop,
+                           .send_error = na_send_error,
+                           .on_freed = na_stream_freed,
+                           .ud = a,
+                           .stats = &a->stats};
     na_stream *s = NULL;
     rc = na_stream_start(&host, m, id, &t, WP_STREAM_INITIAL_WINDOW, 0, &s);
     if (rc != 0) {
@@ -505,6 +532,7 @@ static void na_mux_on_stream_refused(wp_mux *m, void *ud, uint32_t id, int why)
                        : why == WP_ERR_PROTO  ? WP_STREAM_ERR_PROTOCOL
                                               : WP_STREAM_ERR_INTERNAL;
     wp_log_info("stream refused", WP_LI("stream", id), WP_LS("code", code));
+    na_stats_dial_failed(&((na_agent *)ud)->stats, code);
     na_send_error(ud, id, code, why == WP_ERR_PROTO ? "malformed open preamble" : NULL);
 }
 
@@ -540,6 +568,7 @@ static void na_mux_on_goaway(wp_mux *m, void *ud, uint32_t code)
     (void)m;
     na_agent *a = ud;
     wp_log_info("control plane sent GoAway", WP_LI("code", code));
+    na_stats_end(&a->stats, NA_RECONNECT_CLOSED_BY_SERVER);
     if (a->ws && !a->ws_ended && a->state != NA_CLOSING) {
         a->state = NA_CLOSING;
         (void)wp_ws_close(a->ws, WP_WS_CLOSE_NORMAL, NULL);
@@ -562,6 +591,7 @@ static void na_mux_on_dead(wp_mux *m, void *ud)
     (void)m;
     na_agent *a = ud;
     wp_log_warn("control plane silent: tunnel is dead", WP_LI("silent_ms", WP_DEAD_TIMEOUT_MS));
+    na_stats_end(&a->stats, NA_RECONNECT_DEAD_PEER);
     if (a->ws && !a->ws_ended) {
         a->ws_ended = 1;
         wp_ws_abort(a->ws);
@@ -630,9 +660,24 @@ static void na_hello_timeout_cb(uv_timer_t *t)
     if (a->state == NA_HELLO) {
         wp_log_warn("no welcome from the control plane in time",
                     WP_LI("timeout_ms", WP_HELLO_TIMEOUT_MS));
+        na_stats_end(&a->stats, NA_RECONNECT_PROTOCOL_ERROR);
         na_tunnel_end(a, WP_GOAWAY_REASON_HELLO_TIMEOUT, "no welcome in time", WP_WS_CLOSE_POLICY,
                       0);
     }
+}
+
+static void na_gpu_refreshed(na_gpu *g, int err, void *ud)
+{
+    (void)g, (void)ud;
+    if (err != 0)
+        wp_log_debug("GPU inventory refresh failed", WP_LE("err", err));
+}
+
+/* Re-reads the GPU inventory on the thread pool for the next heartbeat (one at a time). */
+static void na_gpu_refresh_start(na_agent *a)
+{
+    if (a->gpu && !a->stopping && !na_gpu_busy(a->gpu))
+        (void)na_gpu_refresh_async(a->gpu, a->loop, na_gpu_refreshed, a);
 }
 
 static void na_heartbeat_cb(uv_timer_t *t)
@@ -642,8 +687,8 @@ static void na_heartbeat_cb(uv_timer_t *t)
         return;
     cJSON *o = cJSON_CreateObject();
     cJSON *load = cJSON_CreateObject();
-    cJSON *gpus = cJSON_CreateArray();
-    cJSON *wolf = cJSON_CreateObject();
+    cJSON *gpus = na_gpu_stats_json(na_gpu_last(a->gpu)); /* the last sample, refreshed below */
+    cJSON *wolf = na_wolfprobe_heartbeat_json(a->probe);  /* {} before the first round */
     if (!o || !load || !gpus || !wolf) {
         cJSON_Delete(o), cJSON_Delete(load), cJSON_Delete(gpus), cJSON_Delete(wolf);
         return;
@@ -658,8 +703,12 @@ static void na_heartbeat_cb(uv_timer_t *t)
     cJSON_AddBoolToObject(load, "draining", a->draining);
     cJSON_AddItemToObject(o, "load", load);
     cJSON_AddItemToObject(o, "gpus", gpus);
-    cJSON_AddItemToObject(o, "wolf", wolf); /* Wolf probes are not built yet: nothing to report */
+    cJSON_AddItemToObject(o, "wolf", wolf);
+    cJSON *ml = na_wolfprobe_moonlight_json(a->probe); /* NULL: not configured / not run yet */
+    if (ml)
+        cJSON_AddItemToObject(o, "moonlight", ml);
     na_send_json(a, o);
+    na_gpu_refresh_start(a);
 }
 
 static void na_drain_check_cb(uv_timer_t *t)
@@ -702,6 +751,7 @@ static void na_start_drain(na_agent *a)
 static void na_protocol_error(na_agent *a, const char *why)
 {
     wp_log_warn("control plane broke the protocol", WP_LS("reason", why));
+    na_stats_end(&a->stats, NA_RECONNECT_PROTOCOL_ERROR);
     if (a->mux && wp_mux_error(a->mux) == 0)
         (void)wp_mux_goaway(a->mux, WP_GOAWAY_PROTO_ERROR);
     na_tunnel_end(a, WP_GOAWAY_REASON_PROTOCOL_ERROR, why, WP_WS_CLOSE_PROTOCOL_ERROR, 1);
@@ -744,10 +794,16 @@ static void na_on_welcome(na_agent *a, const cJSON *o)
     wp_log_info("tunnel up", WP_LS("replica_id", w.replica_id),
                 WP_LI("replica_count", w.replica_count),
                 WP_LI("heartbeat_interval_ms", w.heartbeat_interval_ms));
+    a->stats.connects_total++;
     if (skew > NA_SKEW_LOG_MS || skew < -NA_SKEW_LOG_MS)
         wp_log_warn("clock skew against the control plane", WP_LI("skew_ms", skew));
     if (strcmp(w.node_id, a->cfg->node_id) != 0)
         wp_log_warn("control plane registered another node id", WP_LS("node_id", w.node_id));
+    if (a->pending_event) { /* e.g. a Wolf restart while the tunnel was down */
+        na_send_text(a, a->pending_event, strlen(a->pending_event));
+        cJSON_free(a->pending_event);
+        a->pending_event = NULL;
+    }
     if (a->stopping)
         na_start_drain(a);
 }
@@ -756,6 +812,7 @@ static void na_on_text(wp_ws *ws, const char *p, size_t n, void *ud)
 {
     (void)ws;
     na_agent *a = ud;
+    a->stats.bytes_in_total += n;
     if (a->mux)
         wp_mux_touch(a->mux, uv_now(a->loop));
     if (a->state == NA_CLOSING)
@@ -793,6 +850,8 @@ static void na_on_text(wp_ws *ws, const char *p, size_t n, void *ud)
             int lvl = strcmp(r, WP_GOAWAY_REASON_FORBIDDEN) == 0 ? WP_LOG_ERROR : WP_LOG_WARN;
             wp_log(lvl, "control plane ends the tunnel", WP_LS("reason", r),
                    WP_LS("message", m ? m : ""));
+            na_stats_end(&a->stats, lvl == WP_LOG_ERROR ? NA_RECONNECT_AUTH_REFUSED
+                                                        : NA_RECONNECT_CLOSED_BY_SERVER);
             a->state = NA_CLOSING;
             uv_timer_stop(&a->hb_timer);
             if (a->mux && wp_mux_error(a->mux) == 0)
@@ -817,6 +876,7 @@ static void na_on_binary(wp_ws *ws, const uint8_t *p, size_t n, void *ud)
 {
     (void)ws;
     na_agent *a = ud;
+    a->stats.bytes_in_total += n;
     if (a->state == NA_CLOSING) {
         if (a->mux)
             wp_mux_touch(a->mux, uv_now(a->loop));
@@ -840,6 +900,7 @@ static void na_on_close(wp_ws *ws, int code, const char *reason, size_t rlen, vo
     char r[124];
     snprintf(r, sizeof(r), "%.*s", (int)(rlen < 123 ? rlen : 123), reason ? reason : "");
     wp_log_info("tunnel closed", WP_LI("code", code), WP_LS("reason", r));
+    na_stats_end(&a->stats, NA_RECONNECT_CLOSED_BY_SERVER);
     a->ws_ended = 1;
 }
 
@@ -879,6 +940,7 @@ static void na_schedule_retry(na_agent *a)
         a->retry_after_s = 0;
     }
     a->state = NA_IDLE;
+    na_stats_reconnect(&a->stats);
     wp_log_info("reconnecting", WP_LI("delay_ms", delay), WP_LI("attempt", a->attempt));
     uv_timer_start(&a->retry_timer, na_retry_cb, delay, 0);
 }
@@ -919,7 +981,7 @@ static void na_on_freed(wp_ws *ws, void *ud)
 
 static const wp_ws_callbacks na_ws_cbs = {
     .on_text = na_on_text,
-    .on_binary = na_on_binary,
+    .on_binary_chunk = na_on_binary, /* the mux parses a byte stream: no reassembly copy */
     .on_close = na_on_close,
     .on_error = na_on_error,
     .on_drain = na_on_drain,
@@ -931,7 +993,11 @@ static void na_connected(wp_ws *ws, int status, const wp_ws_connect_info *info, 
     na_agent *a = ud;
     if (status != 0) {
         a->ws = NULL;
-        if (status == WP_ERR_PERM) {
+        char pmsg[256];
+        if (a->proxy && na_proxy_take_failure(a->proxy, pmsg, sizeof(pmsg))) {
+            na_stats_end(&a->stats, NA_RECONNECT_PROXY_FAILED);
+            wp_log_error(pmsg, WP_LS("proxy", na_proxy_display(a->proxy)));
+        } else if (status == WP_ERR_PERM) {
             wp_log_error("the control plane refused our token", WP_LI("status", info->http_status),
                          WP_LS("code", info->error_code));
         } else if (status == WP_ERR_VERIFY) {
@@ -948,6 +1014,7 @@ static void na_connected(wp_ws *ws, int status, const wp_ws_connect_info *info, 
             wp_log_warn("tunnel connect failed", WP_LE("err", status),
                         WP_LI("status", info->http_status), WP_LS("code", info->error_code));
         }
+        na_stats_end(&a->stats, na_stats_connect_reason(status));
         a->state = NA_IDLE;
         if (a->stopping)
             na_close_handles(a);
@@ -957,7 +1024,7 @@ static void na_connected(wp_ws *ws, int status, const wp_ws_connect_info *info, 
     }
     a->ws = ws;
     a->state = NA_HELLO;
-    char *hello = na_hello_json(a->cfg, &a->sb, a->instance_id, a->stopping);
+    char *hello = na_hello_json(a->cfg, &a->sb, na_gpu_last(a->gpu), a->instance_id, a->stopping);
     if (!hello) {
         na_tunnel_end(a, WP_GOAWAY_REASON_INTERNAL_ERROR, "out of memory", WP_WS_CLOSE_INTERNAL, 0);
         return;
@@ -982,11 +1049,15 @@ static void na_connect(na_agent *a)
     lim.max_queued = NA_WS_QUEUED_MAX;
     a->state = NA_CONNECTING;
     a->ws = NULL;
-    wp_log_info("connecting", WP_LS("url", a->url));
-    int rc = wp_ws_client_connect(a->loop, a->url, a->tls, a->hdrs, WP_PROTO_SUBPROTOCOL, &lim,
-                                  &na_ws_cbs, a, na_connected, a, &a->ws);
+    a->stats.connect_attempts_total++;
+    wp_log_info("connecting", WP_LS("url", a->url),
+                WP_LS("via", a->proxy ? na_proxy_display(a->proxy) : "direct"));
+    int rc = wp_ws_client_connect_via(a->proxy ? na_proxy_dial : NULL, a->proxy, a->loop, a->url,
+                                      a->tls, a->hdrs, WP_PROTO_SUBPROTOCOL, &lim, &na_ws_cbs, a,
+                                      na_connected, a, &a->ws);
     if (rc < 0) {
         a->ws = NULL;
+        na_stats_end(&a->stats, NA_RECONNECT_DIAL_FAILED);
         wp_log_warn("tunnel connect failed", WP_LE("err", rc));
         na_schedule_retry(a);
     }
@@ -1028,11 +1099,189 @@ static void na_signal_cb(uv_signal_t *h, int signum)
     }
 }
 
+/* ---- Wolf health probes and the restart watchdog (wolfprobe.h, watchdog.h) ---- */
+
+#define NA_RESTART_KILL_MS 60000 /* a restart command still running then is killed */
+
+/* One run of --wolf-restart-cmd; freed when both handles are closed. */
+typedef struct na_restart {
+    na_agent *a; /* NULL once the agent stopped supervising it */
+    uv_process_t proc;
+    uv_timer_t kill_timer;
+    int open; /* handles not yet closed */
+    uint64_t failures;
+} na_restart;
+
+static void na_restart_closed(uv_handle_t *h)
+{
+    na_restart *r = h->data;
+    if (--r->open == 0)
+        free(r);
+}
+
+static void na_restart_release(na_restart *r)
+{
+    if (r->a && r->a->restart == r)
+        r->a->restart = NULL;
+    r->a = NULL;
+    uv_close((uv_handle_t *)&r->proc, na_restart_closed);
+    uv_close((uv_handle_t *)&r->kill_timer, na_restart_closed);
+}
+
+/* Sends an `event` control message now, or keeps it (the latest only) for the next tunnel. */
+static void na_send_event(na_agent *a, cJSON *o)
+{
+    char *s = o ? wp_json_print(o) : NULL;
+    cJSON_Delete(o);
+    if (!s)
+        return;
+    if (a->state == NA_READY) {
+        na_send_text(a, s, strlen(s));
+        cJSON_free(s);
+        return;
+    }
+    if (a->pending_event)
+        cJSON_free(a->pending_event);
+    a->pending_event = s;
+}
+
+/* The `wolf_restart` event (PROTOCOL.md §4.8); exit_status < 0 = none (not started / killed). */
+static void na_restart_report(na_agent *a, uint64_t failures, int64_t exit_status, int term_signal,
+                              const char *message)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *d = cJSON_CreateObject();
+    if (!o || !d) {
+        cJSON_Delete(o), cJSON_Delete(d);
+        return;
+    }
+    cJSON_AddItemToObject(o, "data", d);
+    cJSON_AddStringToObject(o, "type", WP_MSG_EVENT);
+    cJSON_AddStringToObject(o, "event", WP_EVENT_WOLF_RESTART);
+    cJSON_AddStringToObject(o, "message", message);
+    cJSON_AddNumberToObject(d, "failures", (double)failures);
+    if (exit_status >= 0)
+        cJSON_AddNumberToObject(d, "exit_status", (double)exit_status);
+    else
+        cJSON_AddNullToObject(d, "exit_status");
+    if (term_signal)
+        cJSON_AddNumberToObject(d, "signal", term_signal);
+    na_send_event(a, o);
+}
+
+static void na_restart_exit(uv_process_t *p, int64_t exit_status, int term_signal)
+{
+    na_restart *r = p->data;
+    na_agent *a = r->a;
+    uv_timer_stop(&r->kill_timer);
+    if (a) {
+        char msg[160];
+        if (term_signal)
+            snprintf(msg, sizeof(msg), "wolf restart command killed by signal %d", term_signal);
+        else
+            snprintf(msg, sizeof(msg), "wolf restart command exited with status %lld",
+                     (long long)exit_status);
+        wp_log(exit_status == 0 && !term_signal ? WP_LOG_INFO : WP_LOG_WARN,
+               "wolf restart command finished", WP_LI("exit_status", exit_status),
+               WP_LI("signal", term_signal));
+        na_restart_report(a, r->failures, term_signal ? -1 : exit_status, term_signal, msg);
+        na_watchdog_finished(&a->wd);
+    }
+    na_restart_release(r);
+}
+
+static void na_restart_kill_cb(uv_timer_t *t)
+{
+    na_restart *r = t->data;
+    wp_log_warn("wolf restart command still running: killing it",
+                WP_LI("after_ms", NA_RESTART_KILL_MS));
+    (void)uv_process_kill(&r->proc, SIGKILL);
+}
+
+/* Runs --wolf-restart-cmd through /bin/sh -c without blocking; output goes to our stderr. */
+static void na_restart_run(na_agent *a, uint64_t failures)
+{
+    na_restart *r = calloc(1, sizeof(*r));
+    if (!r) {
+        na_watchdog_finished(&a->wd);
+        return;
+    }
+    r->a = a;
+    r->failures = failures;
+    char *args[] = {"/bin/sh", "-c", (char *)a->cfg->wolf_restart_cmd, NULL};
+    uv_stdio_container_t stdio[3];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = 2;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = 2;
+    uv_process_options_t o;
+    memset(&o, 0, sizeof(o));
+    o.exit_cb = na_restart_exit;
+    o.file = "/bin/sh";
+    o.args = args;
+    o.stdio_count = 3;
+    o.stdio = stdio;
+    uv_timer_init(a->loop, &r->kill_timer);
+    r->kill_timer.data = r;
+    int rc = uv_spawn(a->loop, &r->proc, &o); /* initializes the handle even when it fails */
+    r->proc.data = r;
+    r->open = 2;
+    if (rc != 0) {
+        wp_log_error("cannot run --wolf-restart-cmd", WP_LS("err", uv_strerror(rc)));
+        na_restart_report(a, failures, -1, 0, "wolf restart command could not be started");
+        na_watchdog_finished(&a->wd);
+        na_restart_release(r);
+        return;
+    }
+    a->restart = r;
+    wp_log_warn("Wolf stays unhealthy: running --wolf-restart-cmd", WP_LI("pid", r->proc.pid),
+                WP_LI("failed_rounds", failures));
+    uv_timer_start(&r->kill_timer, na_restart_kill_cb, NA_RESTART_KILL_MS, 0);
+}
+
+static void na_probe_round_cb(na_wolfprobe *p, void *ud)
+{
+    na_agent *a = ud;
+    int healthy = na_wolfprobe_wolf_healthy(p);
+    if (na_watchdog_observe(&a->wd, healthy, uv_now(a->loop)) == NA_WATCHDOG_RUN)
+        na_restart_run(a, a->wd.consecutive);
+}
+
+static void na_probe_closed(void *ud)
+{
+    na_agent *a = ud;
+    wp_curlm_close(a->curlm, NULL, NULL);
+    a->curlm = NULL;
+}
+
+/* Stops the probes (then libcurl); a restart command still running is left to finish alone. */
+static void na_probes_stop(na_agent *a)
+{
+    if (a->restart) {
+        wp_log_info("agent stops: the wolf restart command keeps running unsupervised");
+        na_restart_release(a->restart);
+    }
+    if (a->probe) {
+        na_wolfprobe_stop(a->probe, na_probe_closed, a);
+        a->probe = NULL;
+    } else if (a->curlm) {
+        wp_curlm_close(a->curlm, NULL, NULL);
+        a->curlm = NULL;
+    }
+}
+
 static void na_close_handles(na_agent *a)
 {
     if (a->handles_closed)
         return;
     a->handles_closed = 1;
+    na_status_close(a->status, NULL, NULL); /* first: it reads the probes */
+    a->status = NULL;
+    a->status_src.probe = NULL;
+    na_proxy_close(a->proxy, NULL, NULL); /* a pending dial's ws was aborted: it is released */
+    a->proxy = NULL;
+    na_probes_stop(a);
     wp_log_info("stopped");
     uv_handle_t *hs[] = {(uv_handle_t *)&a->retry_timer, (uv_handle_t *)&a->hb_timer,
                          (uv_handle_t *)&a->hello_timer, (uv_handle_t *)&a->mux_timer,
@@ -1053,6 +1302,7 @@ int na_agent_run(uv_loop_t *loop, const na_agent_opts *opts, char *err, size_t c
         return WP_ERR_NOMEM;
     a->loop = loop;
     a->cfg = cfg;
+    na_stats_init(&a->stats);
     if (opts->sb)
         a->sb = *opts->sb;
     a->drain_timeout_ms = opts->drain_timeout_ms ? opts->drain_timeout_ms : WP_DRAIN_TIMEOUT_MS;
@@ -1092,6 +1342,31 @@ int na_agent_run(uv_loop_t *loop, const na_agent_opts *opts, char *err, size_t c
         rc = WP_ERR_CONFIG;
         goto fail;
     }
+    rc = na_gpu_open(&a->gpu, cfg->sysfs_root, cfg->nvml_lib);
+    if (rc == WP_ERR_CONFIG) {
+        snprintf(err, cap, "--sysfs-root %.200s: not a directory", cfg->sysfs_root);
+        goto fail;
+    } else if (rc != 0) {
+        goto fail;
+    }
+    {
+        na_gpu_inventory *inv = calloc(1, sizeof(*inv)); /* before the loop runs: may block */
+        if (inv && na_gpu_collect(a->gpu, inv) == 0)
+            wp_log_info("GPU inventory", WP_LS("vendor", inv->vendor), WP_LI("devices", inv->n),
+                        WP_LS("nvml", inv->nvml_error[0] ? inv->nvml_error : "ok"));
+        free(inv);
+    }
+    a->status_src.stats = &a->stats;
+    a->status_src.gpu = a->gpu;
+    rc = na_proxy_setup(loop, a->url, NULL, &a->proxy, err, cap);
+    if (rc == 0)
+        rc = na_status_setup(loop, cfg->status_listen, &a->status_src, &a->status, err, cap);
+    if (rc != 0) {
+        na_proxy_close(a->proxy, NULL, NULL);
+        a->proxy = NULL;
+        uv_run(loop, UV_RUN_DEFAULT); /* finishes the closes: no handle is left open */
+        goto fail;
+    }
     uv_timer_t *timers[] = {&a->retry_timer, &a->hb_timer, &a->hello_timer, &a->mux_timer,
                             &a->drain_timer};
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
@@ -1106,6 +1381,17 @@ int na_agent_run(uv_loop_t *loop, const na_agent_opts *opts, char *err, size_t c
     a->sigterm.data = a->sigint.data = a;
     uv_signal_start(&a->sigterm, na_signal_cb, SIGTERM);
     uv_signal_start(&a->sigint, na_signal_cb, SIGINT);
+    na_watchdog_init(&a->wd, cfg->wolf_restart_cmd != NULL, (unsigned)cfg->wolf_restart_after,
+                     (uint64_t)cfg->wolf_restart_cooldown_s * 1000u);
+    rc = wp_curlm_new(loop, &a->curlm);
+    if (rc == 0)
+        rc = na_wolfprobe_start(loop, a->curlm, cfg, na_probe_round_cb, a, &a->probe);
+    a->status_src.probe = a->probe;
+    if (rc != 0) {
+        wp_log_error("Wolf health probes cannot run", WP_LE("err", rc));
+        wp_curlm_close(a->curlm, NULL, NULL);
+        a->curlm = NULL;
+    }
     wp_log_info("wolfpack-agent starting", WP_LS("version", wp_version()),
                 WP_LS("node_id", cfg->node_id), WP_LS("instance_id", a->instance_id),
                 WP_LS("verify", cfg->insecure_skip_verify ? "NONE (insecure)"
@@ -1116,10 +1402,13 @@ int na_agent_run(uv_loop_t *loop, const na_agent_opts *opts, char *err, size_t c
     uv_run(loop, UV_RUN_DEFAULT);
     rc = 0;
 fail:
+    na_gpu_close(a->gpu); /* uv_run returned: no refresh is in flight */
     if (a->tls)
         wp_tls_conf_unref(a->tls);
     na_textq_clear(a);
     wp_buf_free(&a->out);
+    if (a->pending_event)
+        cJSON_free(a->pending_event);
     if (a->auth_hdr) {
         wp_secure_zero(a->auth_hdr, strlen(a->auth_hdr));
         free(a->auth_hdr);

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "gpu.h"
 #include "services.h"
 
 /* Longest tunnel URL built from --url. */
@@ -65,13 +66,13 @@ int na_token_valid(const char *token);
 /*
  * The `hello` message (PROTOCOL.md §4.2) as compact JSON: protocol, node_id,
  * instance_id (32 lowercase hex), version, labels, max_sessions, services
- * (allow-list names, plus `sandbox` when sb enables it), gpu
- * {"vendor":"none","devices":[]} (GPU probing is not built yet), draining;
- * `lobbies`/`sessions` are omitted (unknown). Returns a string to release
- * with cJSON_free, or NULL on allocation failure.
+ * (allow-list names, plus `sandbox` when sb enables it), gpu (the inventory
+ * gpu describes, na_gpu_inventory_json; NULL gpu: {"vendor":"none",
+ * "devices":[]}), draining; `lobbies`/`sessions` are omitted (unknown).
+ * Returns a string to release with cJSON_free, or NULL on allocation failure.
  */
-char *na_hello_json(const na_config *cfg, const na_sandbox_policy *sb, const char *instance_id,
-                    int draining);
+char *na_hello_json(const na_config *cfg, const na_sandbox_policy *sb, const na_gpu_inventory *gpu,
+                    const char *instance_id, int draining);
 
 /* The parts of `welcome` (PROTOCOL.md §4.3) the agent uses. */
 typedef struct na_welcome {

@@ -4,7 +4,9 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -60,9 +62,39 @@ static size_t na_config_table(na_config *cfg, struct na_config_raw *raw, wp_opt 
         {"nvml-lib", 0, WP_OPT_STRING, &cfg->nvml_lib, "WOLFPACK_NVML_LIB", "PATH",
          "NVML library loaded at run time", "libnvidia-ml.so.1", 0, 0},
         {"wolf-restart-cmd", 0, WP_OPT_STRING, &cfg->wolf_restart_cmd, "WOLFPACK_WOLF_RESTART_CMD",
-         "CMD", "command run when Wolf stays unhealthy", "none", 0, 0},
+         "CMD", "shell command run when Wolf stays unhealthy (e.g. 'docker restart wolf')", "none",
+         0, 0},
+        {"wolf-restart-after", 0, WP_OPT_INT, &cfg->wolf_restart_after,
+         "WOLFPACK_WOLF_RESTART_AFTER", "N",
+         "consecutive unhealthy probe rounds before --wolf-restart-cmd runs", "3", 1, 1000},
+        {"wolf-restart-cooldown", 0, WP_OPT_INT, &cfg->wolf_restart_cooldown_s,
+         "WOLFPACK_WOLF_RESTART_COOLDOWN", "S", "at most one Wolf restart per S seconds", "300", 1,
+         86400},
+        {"probe-interval", 0, WP_OPT_INT, &cfg->probe_interval_s, "WOLFPACK_PROBE_INTERVAL", "S",
+         "probe Wolf and Moonlight Web health every S seconds", "10", 1, 3600},
+        {"probe-timeout", 0, WP_OPT_INT, &cfg->probe_timeout_s, "WOLFPACK_PROBE_TIMEOUT", "S",
+         "deadline of each HTTP health probe (Wolf API, /serverinfo, Moonlight Web)", "5", 1, 300},
+        {"probe-tls-timeout", 0, WP_OPT_INT, &cfg->probe_tls_timeout_s,
+         "WOLFPACK_PROBE_TLS_TIMEOUT", "S",
+         "deadline of the TLS handshake probe on Wolf's HTTPS port (slow under load)", "10", 1,
+         300},
+        {"wolf-https", 0, WP_OPT_STRING, &cfg->wolf_https, "WOLFPACK_WOLF_HTTPS", "HOST:PORT",
+         "Wolf's GameStream HTTPS port for the TLS handshake probe, or 'none'",
+         NA_DEFAULT_WOLF_HTTPS, 0, 0},
+        {"sandbox-port", 0, WP_OPT_LIST, &cfg->raw_sandbox_ports, "WOLFPACK_SANDBOX_PORTS", "N",
+         "enables the `sandbox` service: a container port it may dial (repeatable; the first is "
+         "the default)",
+         "sandbox disabled", 0, 0},
+        {"sandbox-name-pattern", 0, WP_OPT_STRING, &cfg->sandbox_name_pattern,
+         "WOLFPACK_SANDBOX_NAME_PATTERN", "GLOB",
+         "sandbox container names that may be dialled ([A-Za-z0-9_.-] with * and ?)",
+         NA_DEFAULT_SANDBOX_NAMES, 0, 0},
+        {"sandbox-address", 0, WP_OPT_STRING, &cfg->sandbox_address, "WOLFPACK_SANDBOX_ADDRESS",
+         "HOST", "dial this host for sandboxes instead of the container name (host networking)",
+         "the container name", 0, 0},
         {"status-listen", 0, WP_OPT_STRING, &cfg->status_listen, "WOLFPACK_STATUS_LISTEN", "ADDR",
-         "local /healthz /readyz /metrics endpoint, or 'none'", NA_DEFAULT_STATUS_LISTEN, 0, 0},
+         "local /healthz /readyz /metrics endpoint (no auth: keep it on loopback), or 'none'",
+         NA_DEFAULT_STATUS_LISTEN, 0, 0},
         {"log-format", 0, WP_OPT_STRING, &raw->log_format, "WOLFPACK_LOG_FORMAT", "FMT",
          "logfmt or json", "logfmt", 0, 0},
         {"log-level", 0, WP_OPT_STRING, &raw->log_level, "WOLFPACK_LOG_LEVEL", "LEVEL",
@@ -76,6 +108,75 @@ static size_t na_config_table(na_config *cfg, struct na_config_raw *raw, wp_opt 
         n = cap;
     memcpy(t, opts, n * sizeof(opts[0]));
     return n;
+}
+
+int na_sandbox_pattern_valid(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 128)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("_.-*?", s[i]))
+            return 0;
+    return 1;
+}
+
+int na_sandbox_name_match(const char *pat, const char *name)
+{
+    /* iterative glob with one backtrack point (linear enough for 128-byte inputs) */
+    const char *star = NULL, *retry = NULL;
+    while (*name) {
+        if (*pat == '*') {
+            star = pat++;
+            retry = name;
+        } else if (*pat && (*pat == '?' || *pat == *name)) {
+            pat++;
+            name++;
+        } else if (star) {
+            pat = star + 1;
+            name = ++retry;
+        } else {
+            return 0;
+        }
+    }
+    while (*pat == '*')
+        pat++;
+    return *pat == '\0';
+}
+
+static int na_config_sandbox(na_config *cfg, char *err, size_t cap)
+{
+    for (size_t i = 0; i < cfg->raw_sandbox_ports.n; i++) {
+        const char *v = cfg->raw_sandbox_ports.items[i];
+        char *end = NULL;
+        long port = strtol(v, &end, 10);
+        if (!v[0] || !end || *end || port < 1 || port > 65535) {
+            snprintf(err, cap, "--sandbox-port %.16s: expected a port 1-65535", v);
+            return WP_ERR_INVAL;
+        }
+        if (cfg->nsandbox_ports >= NA_SANDBOX_PORTS_MAX) {
+            snprintf(err, cap, "too many --sandbox-port (at most %d)", NA_SANDBOX_PORTS_MAX);
+            return WP_ERR_INVAL;
+        }
+        cfg->sandbox_ports[cfg->nsandbox_ports++] = (int)port;
+    }
+    if (!na_sandbox_pattern_valid(cfg->sandbox_name_pattern)) {
+        snprintf(err, cap,
+                 "--sandbox-name-pattern: 1-128 of [A-Za-z0-9_.-] with the wildcards * and ?");
+        return WP_ERR_INVAL;
+    }
+    if (cfg->sandbox_address) {
+        const char *a = cfg->sandbox_address;
+        size_t n = strlen(a);
+        int ok = n > 0 && n < 256;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = isalnum((unsigned char)a[i]) || strchr(".-_:", a[i]) != NULL;
+        if (!ok) {
+            snprintf(err, cap, "--sandbox-address: expected a host name or IP address");
+            return WP_ERR_INVAL;
+        }
+    }
+    return 0;
 }
 
 int na_node_id_valid(const char *s)
@@ -198,6 +299,13 @@ int na_config_parse(na_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
     cfg->nvml_lib = "libnvidia-ml.so.1";
     cfg->log_format = WP_LOG_FMT_LOGFMT;
     cfg->log_level = WP_LOG_INFO;
+    cfg->sandbox_name_pattern = NA_DEFAULT_SANDBOX_NAMES;
+    cfg->probe_interval_s = 10;
+    cfg->probe_timeout_s = 5;
+    cfg->probe_tls_timeout_s = 10;
+    cfg->wolf_https = NA_DEFAULT_WOLF_HTTPS;
+    cfg->wolf_restart_after = 3;
+    cfg->wolf_restart_cooldown_s = 300;
 
     size_t n = na_config_table(cfg, &raw, table, sizeof(table) / sizeof(table[0]));
     rc = wp_opts_parse(table, n, argc, argv, 1, getenv_fn, pos, 4, &npos, err, cap);
@@ -287,6 +395,27 @@ int na_config_parse(na_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
         if (rc != 0)
             return rc;
     }
+    if (strcmp(cfg->wolf_https, "none") != 0) {
+        char host[256];
+        int port = 0;
+        if (wp_hostport_split(cfg->wolf_https, host, sizeof(host), &port) != 0 || port <= 0) {
+            snprintf(err, cap, "--wolf-https: expected host:port or none");
+            return WP_ERR_INVAL;
+        }
+    }
+    if (strcasecmp(cfg->status_listen, "none") != 0) {
+        struct sockaddr_storage ss;
+        socklen_t sl;
+        if (wp_addr_parse(cfg->status_listen, -1, &ss, &sl) != 0) {
+            snprintf(err, cap, "--status-listen: expected IP:PORT, [IPv6]:PORT or none");
+            return WP_ERR_INVAL;
+        }
+    }
+    if (cfg->wolf_restart_cmd && !cfg->wolf_restart_cmd[0])
+        cfg->wolf_restart_cmd = NULL; /* empty = not configured */
+    rc = na_config_sandbox(cfg, err, cap);
+    if (rc != 0)
+        return rc;
     if (cfg->command == NA_CMD_RUN && cfg->url && strncmp(cfg->url, "wss://", 6) != 0 &&
         strncmp(cfg->url, "https://", 8) != 0) {
         snprintf(err, cap, "--url must start with wss:// (or https://)");
@@ -299,6 +428,7 @@ void na_config_free(na_config *cfg)
 {
     wp_strlist_free(&cfg->raw_services);
     wp_strlist_free(&cfg->raw_labels);
+    wp_strlist_free(&cfg->raw_sandbox_ports);
 }
 
 void na_config_usage(FILE *out)

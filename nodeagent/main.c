@@ -11,13 +11,18 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "agent.h"
 #include "config.h"
 #include "crypto.h"
 #include "err.h"
+#include "gpu.h"
+#include "json.h"
 #include "log.h"
 #include "rlimit.h"
 #include "version.h"
+#include "wolfprobe.h"
 
 #define NA_TOKEN_FILE_MAX 4096
 
@@ -99,8 +104,17 @@ static int na_cmd_run(const na_config *cfg)
         fprintf(stderr, "wolfpack-agent: cannot create the event loop\n");
         return 1;
     }
-    na_agent_opts opts = {.cfg = cfg, .token = token, .sb = NULL, .drain_timeout_ms = 0};
+    na_sandbox_policy sb;
+    na_sandbox_policy_from_config(&sb, cfg);
+    na_agent_opts opts = {.cfg = cfg, .token = token, .sb = &sb, .drain_timeout_ms = 0};
+    /* libcurl (Wolf/Moonlight health probes) is set up once here, before any easy handle. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "wolfpack-agent: cannot initialise libcurl\n");
+        uv_loop_close(&loop);
+        return 1;
+    }
     rc = na_agent_run(&loop, &opts, err, sizeof(err));
+    curl_global_cleanup();
     wp_secure_zero(token_buf, sizeof(token_buf));
     int lc = uv_loop_close(&loop);
     if (rc != 0) {
@@ -112,6 +126,104 @@ static int na_cmd_run(const na_config *cfg)
         return 1;
     }
     return 0;
+}
+
+/* "api: timeout; https: connection refused" from the failed checks of a probe round. */
+static void na_probe_reasons(const cJSON *services, char *out, size_t cap)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (const cJSON *c = services ? services->child : NULL; c && len + 1 < cap; c = c->next) {
+        const cJSON *ok = cJSON_GetObjectItemCaseSensitive(c, "ok");
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "configured")) || cJSON_IsTrue(ok))
+            continue;
+        const char *e = wp_json_get_str(c, "error");
+        int n = snprintf(out + len, cap - len, "%s%s: %s", len ? "; " : "", c->string,
+                         e ? e : "failed");
+        if (n < 0)
+            break;
+        len += (size_t)n < cap - len ? (size_t)n : cap - len - 1;
+    }
+}
+
+/*
+ * `wolfpack-agent probe`: one JSON object on stdout, {"node_id", "version",
+ * "gpu": <hello gpu object, with memory/utilization>, "services": <one round
+ * of the health checks, wolfprobe.h>, "healthy"}. healthy = every configured
+ * Wolf check passed (the GPU inventory, even "none", does not decide it).
+ * Exit 0 healthy, 1 unhealthy or a check could not run (reason on stderr),
+ * 2 bad configuration.
+ */
+static int na_cmd_probe(const na_config *cfg)
+{
+    char err[512] = "";
+    if (na_agent_check_config(cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "wolfpack-agent: %s\n", err);
+        return 2;
+    }
+    na_gpu *g = NULL;
+    int rc = na_gpu_open(&g, cfg->sysfs_root, cfg->nvml_lib);
+    if (rc != 0) {
+        if (rc == WP_ERR_CONFIG)
+            fprintf(stderr, "wolfpack-agent: --sysfs-root %s: not a directory\n", cfg->sysfs_root);
+        else
+            fprintf(stderr, "wolfpack-agent: GPU inventory: %s\n", wp_strerror(rc));
+        return rc == WP_ERR_CONFIG ? 2 : 1;
+    }
+    na_gpu_inventory *inv = calloc(1, sizeof(*inv));
+    cJSON *gpu = inv && na_gpu_collect(g, inv) == 0 ? na_gpu_inventory_json(inv) : NULL;
+    free(inv);
+    na_gpu_close(g);
+
+    /* Service health: one round of the agent's own checks (nodeagent/wolfprobe.c). */
+    cJSON *services = NULL;
+    int healthy = 0;
+    uv_loop_t loop;
+    int curl_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+    if (!curl_ok) {
+        snprintf(err, sizeof(err), "cannot initialise libcurl");
+    } else if (uv_loop_init(&loop) != 0) {
+        snprintf(err, sizeof(err), "cannot create the event loop");
+    } else {
+        rc = na_wolfprobe_run_once(&loop, cfg, &services, &healthy, err, sizeof(err));
+        if (rc != 0)
+            healthy = 0;
+        uv_run(&loop, UV_RUN_DEFAULT);
+        (void)uv_loop_close(&loop);
+    }
+    if (curl_ok)
+        curl_global_cleanup();
+    if (!healthy && !err[0])
+        na_probe_reasons(services, err, sizeof(err));
+
+    cJSON *o = cJSON_CreateObject();
+    char *text = NULL;
+    if (o && gpu && cJSON_AddStringToObject(o, "node_id", cfg->node_id) &&
+        cJSON_AddStringToObject(o, "version", wp_version())) {
+        cJSON_AddItemToObject(o, "gpu", gpu);
+        gpu = NULL;
+        if (services)
+            cJSON_AddItemToObject(o, "services", services);
+        else
+            cJSON_AddObjectToObject(o, "services");
+        services = NULL;
+        if (cJSON_AddBoolToObject(o, "healthy", healthy ? 1 : 0))
+            text = cJSON_Print(o);
+    }
+    cJSON_Delete(o);
+    cJSON_Delete(gpu);
+    cJSON_Delete(services);
+    if (!text) {
+        fprintf(stderr, "wolfpack-agent: out of memory\n");
+        return 1;
+    }
+    printf("%s\n", text);
+    cJSON_free(text);
+    fflush(stdout);
+    if (healthy)
+        return 0;
+    fprintf(stderr, "wolfpack-agent: unhealthy: %s\n", err[0] ? err : "a Wolf check failed");
+    return 1;
 }
 
 static void na_usage(FILE *out)
@@ -129,7 +241,7 @@ static void na_usage(FILE *out)
             "Commands:\n"
             "  run      connect to the control plane and serve this node (the default)\n"
             "  probe    print GPU inventory and the health of every service as JSON; exit 0 when\n"
-            "           healthy, non-zero with the reason otherwise\n"
+            "           healthy, 1 with the reason on stderr otherwise, 2 on bad flags\n"
             "  version  print version, commit and build time\n"
             "\n"
             "Flags (each also settable through the environment variable shown):\n");
@@ -172,18 +284,7 @@ int main(int argc, char **argv)
         rc = 0;
         break;
     case NA_CMD_PROBE:
-        /* GPU and Wolf probes arrive with their own issue; say so plainly. */
-        printf("node id: %s\nservices (allow-list):\n", cfg.node_id);
-        for (size_t i = 0; i < cfg.nservices; i++) {
-            const na_service *sv = &cfg.services[i];
-            if (sv->kind == NA_SVC_UNIX)
-                printf("  %s = unix:%s\n", sv->name, sv->target);
-            else
-                printf("  %s = tcp:%s:%d\n", sv->name, sv->target, sv->port);
-        }
-        fprintf(stderr, "wolfpack-agent: probes (GPU inventory, service health) are not built "
-                        "yet; nothing was checked\n");
-        rc = 3;
+        rc = na_cmd_probe(&cfg);
         break;
     default:
         rc = na_cmd_run(&cfg);

@@ -93,12 +93,12 @@ int na_services_resolve(const na_config *cfg, const na_sandbox_policy *sb, const
         goto out;
     }
     if (is_sandbox) {
-        if (!cJSON_IsString(host) || !host->valuestring || !cJSON_IsNumber(port)) {
+        if (!cJSON_IsString(host) || !host->valuestring || (port && !cJSON_IsNumber(port))) {
             rc = na_refuse(WP_ERR_PROTO, WP_STREAM_ERR_PROTOCOL, code, msg, cap,
-                           "sandbox needs a string \"host\" and an integer \"port\"");
+                           "sandbox needs a string \"host\" (and an integer \"port\")");
             goto out;
         }
-        double pd = port->valuedouble;
+        double pd = port ? port->valuedouble : (sb && sb->nports ? sb->ports[0] : 0);
         if (pd != (double)(long long)pd) {
             rc = na_refuse(WP_ERR_PROTO, WP_STREAM_ERR_PROTOCOL, code, msg, cap,
                            "sandbox \"port\" must be an integer");
@@ -109,9 +109,10 @@ int na_services_resolve(const na_config *cfg, const na_sandbox_policy *sb, const
                            "sandbox connections are not enabled on this node");
             goto out;
         }
-        if (!na_sandbox_host_valid(host->valuestring)) {
+        if (!na_sandbox_host_valid(host->valuestring) ||
+            (sb->name_pattern[0] && !na_sandbox_name_match(sb->name_pattern, host->valuestring))) {
             rc = na_refuse(WP_ERR_PERM, WP_STREAM_ERR_NOT_ALLOWED, code, msg, cap,
-                           "invalid sandbox host name");
+                           "sandbox host name is invalid or not allowed");
             goto out;
         }
         int allowed = 0;
@@ -125,7 +126,8 @@ int na_services_resolve(const na_config *cfg, const na_sandbox_policy *sb, const
         }
         snprintf(out->service, sizeof(out->service), "%s", name);
         out->kind = NA_SVC_TCP;
-        snprintf(out->addr, sizeof(out->addr), "%s", host->valuestring);
+        snprintf(out->addr, sizeof(out->addr), "%s",
+                 sb->address[0] ? sb->address : host->valuestring);
         out->port = (int)pd;
         rc = 0;
         goto out;
@@ -147,6 +149,18 @@ int na_services_resolve(const na_config *cfg, const na_sandbox_policy *sb, const
 out:
     cJSON_Delete(root);
     return rc;
+}
+
+void na_sandbox_policy_from_config(na_sandbox_policy *sb, const na_config *cfg)
+{
+    memset(sb, 0, sizeof(*sb));
+    for (size_t i = 0; i < cfg->nsandbox_ports && i < NA_SANDBOX_PORTS_MAX; i++)
+        sb->ports[sb->nports++] = cfg->sandbox_ports[i];
+    sb->enabled = sb->nports > 0;
+    snprintf(sb->name_pattern, sizeof(sb->name_pattern), "%s",
+             cfg->sandbox_name_pattern ? cfg->sandbox_name_pattern : "");
+    snprintf(sb->address, sizeof(sb->address), "%s",
+             cfg->sandbox_address ? cfg->sandbox_address : "");
 }
 
 const char *na_services_dial_error_code(int uv_err, int resolve)
@@ -202,6 +216,7 @@ struct na_stream {
     int connected;
     int closing;
     int refs;
+    uint64_t dial_start_ns; /* uv_hrtime() at na_stream_start, for the dial latency */
 
     wp_buf pending;         /* tunnel bytes received before the dial completed */
     size_t writes_inflight; /* uv_writes to the local socket not completed */
@@ -258,6 +273,7 @@ static void na_stream_dial_fail(na_stream *s, int uv_err, int resolve)
 {
     char msg[200];
     const char *code = na_services_dial_error_code(uv_err, resolve);
+    na_stats_dial_failed(s->host.stats, code);
     snprintf(msg, sizeof(msg), "local dial of service \"%s\" failed: %s", s->t.service,
              uv_err == UV_ETIMEDOUT ? "deadline passed" : uv_strerror(uv_err));
     wp_log_info("stream refused", WP_LI("stream", s->id), WP_LS("service", s->t.service),
@@ -464,6 +480,7 @@ static void na_stream_connected(na_stream *s)
         na_stream_fail(s, WP_STREAM_ERR_INTERNAL, "accept failed");
         return;
     }
+    na_stats_dial_ok(s->host.stats, (double)(uv_hrtime() - s->dial_start_ns) / 1e9);
     wp_log_debug("stream open", WP_LI("stream", s->id), WP_LS("service", s->t.service));
     na_stream_read_start(s);
     if (s->closing)
@@ -573,6 +590,7 @@ int na_stream_start(const na_stream_host *host, wp_mux *m, uint32_t id, const na
     s->live = 1;
     s->t = *t;
     s->deadline_ms = deadline_ms ? deadline_ms : WP_OPEN_DEADLINE_MS;
+    s->dial_start_ns = uv_hrtime();
     wp_buf_init(&s->pending, window ? window : WP_STREAM_INITIAL_WINDOW);
     uv_timer_init(host->loop, &s->timer);
     s->timer.data = s;

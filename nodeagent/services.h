@@ -33,15 +33,22 @@
 
 #include "config.h"
 #include "mux.h"
-
-#define NA_SANDBOX_PORTS_MAX 16
+#include "stats.h"
 
 /* Which sandbox targets may be dialled; enabled 0 (the default) refuses `sandbox`. */
 typedef struct na_sandbox_policy {
     int enabled;
-    int ports[NA_SANDBOX_PORTS_MAX]; /* allowed container ports (1..65535) */
+    int ports[NA_SANDBOX_PORTS_MAX]; /* allowed container ports (1..65535); [0] is the default */
     size_t nports;
+    char name_pattern[129]; /* allowed host (container) names, glob; "" = any valid name */
+    char address[256];      /* dialled instead of the host name when set (host networking) */
 } na_sandbox_policy;
+
+/*
+ * The policy of cfg's --sandbox-port / --sandbox-name-pattern /
+ * --sandbox-address (enabled when at least one port is configured).
+ */
+void na_sandbox_policy_from_config(na_sandbox_policy *sb, const na_config *cfg);
 
 /* What a valid open preamble resolves to. */
 typedef struct na_target {
@@ -65,7 +72,10 @@ int na_sandbox_host_valid(const char *s);
  *                 `host`/`port` missing for sandbox, present for others, or
  *                 of the wrong type): *code = "protocol";
  *   WP_ERR_PERM   not allowed (unknown or invalid service name, sandbox
- *                 disabled, invalid host, port not allowed): *code = "not_allowed";
+ *                 disabled, invalid host or one outside the name pattern, port
+ *                 not allowed): *code = "not_allowed";
+ * A sandbox preamble without `port` gets the policy's first port; the target
+ * address is the policy's `address` when set, else the host name.
  *   WP_ERR_INVAL  NULL arguments (*code untouched).
  * msg (cap bytes, may be NULL) gets a one-line reason for the `error`
  * message; it echoes only names that passed their syntax check.
@@ -80,7 +90,7 @@ int na_services_resolve(const na_config *cfg, const na_sandbox_policy *sb, const
  */
 const char *na_services_dial_error_code(int uv_err, int resolve);
 
-/* What a stream needs from the agent. All members are required. */
+/* What a stream needs from the agent. All members but stats are required. */
 typedef struct na_stream_host {
     uv_loop_t *loop;
     /* Sends the `error` control message for stream id (before its RST). */
@@ -88,6 +98,7 @@ typedef struct na_stream_host {
     /* The stream's memory is about to be freed (its last handle closed). */
     void (*on_freed)(void *ud);
     void *ud;
+    na_stats *stats; /* optional (NULL): dial latency, failures and opens are counted here */
 } na_stream_host;
 
 typedef struct na_stream na_stream;

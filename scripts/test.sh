@@ -2,7 +2,8 @@
 # scripts/test.sh — the whole test suite, from a fresh Debian 12 machine (as root):
 # installs build + test dependencies, checks formatting, builds twice (gcc -Werror, then
 # clang with ASan+UBSan) and runs every unit, integration and fuzz-corpus test with ctest on
-# both, then builds the libFuzzer targets and fuzzes each for a few seconds.
+# both, repeats the TLS/connection/WebSocket/tunnel tests on a build with the mbedTLS TLS backend,
+# then builds the libFuzzer targets and fuzzes each for a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -39,10 +40,16 @@ UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
 t4=$(date +%s)
 
+echo "== build: gcc, mbedTLS TLS backend (-DWP_TLS_BACKEND=mbedtls); TLS, connection, WebSocket, tunnel tests"
+cmake -S . -B build-mbedtls -G Ninja -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWP_TLS_BACKEND=mbedtls >/dev/null
+cmake --build build-mbedtls -j "$jobs" --target test_tls test_conn test_ws wolfpackd wolfpack-agent
+ctest --test-dir build-mbedtls --output-on-failure -R '^(unit\.test_(tls|conn|ws)|integration\.test_tunnel_e2e)$'
+t4b=$(date +%s)
+
 echo "== build: clang, libFuzzer targets; run each for a few seconds on its seed corpus"
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DWP_FUZZ=ON >/dev/null
 cmake --build build-fuzz -j "$jobs" --target fuzz_frame fuzz_http fuzz_json fuzz_mux fuzz_opts_addr fuzz_router fuzz_tls_server
 WP_FUZZ_SECONDS=${WP_FUZZ_SECONDS:-5} ctest --test-dir build-fuzz --output-on-failure -L '^fuzz$'
 t5=$(date +%s)
 
-echo "== timings: gcc build $((t1 - t0))s (incl. deps), gcc tests $((t2 - t1))s, asan build $((t3 - t2))s, asan tests $((t4 - t3))s, fuzz $((t5 - t4))s, total $((t5 - t0))s"
+echo "== timings: gcc build $((t1 - t0))s (incl. deps), gcc tests $((t2 - t1))s, asan build $((t3 - t2))s, asan tests $((t4 - t3))s, mbedtls backend $((t4b - t4))s, fuzz $((t5 - t4b))s, total $((t5 - t0))s"

@@ -146,7 +146,9 @@ def test_upgrade_and_hello(c):
     for s in ("moonlight", "wolf", "deadsvc"):
         assert s in h["services"], h["services"]
     assert "sandbox" not in h["services"] and "probe" not in h["services"]
-    assert h["gpu"] == {"vendor": "none", "devices": []}, h["gpu"]
+    # no GPU here (unless the host has one); nvml_error may say why NVML is absent
+    assert h["gpu"]["vendor"] in ("none", "nvidia", "amd", "intel"), h["gpu"]
+    assert isinstance(h["gpu"]["devices"], list), h["gpu"]
     assert h["labels"] == {"zone": "test"}
     assert "lobbies" not in h and "sessions" not in h
     c.instance_id = h["instance_id"]

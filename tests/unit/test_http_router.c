@@ -38,9 +38,10 @@ WP_TEST(router_add_validation)
     WP_CHECK_EQ(wp_http_router_add(&r, "G T", "/m", h_a, NULL, 0), WP_ERR_INVAL);
     WP_CHECK_EQ(wp_http_router_add(&r, "GET\r\n", "/m", h_a, NULL, 0), WP_ERR_INVAL);
     WP_CHECK_EQ(wp_http_router_add(&r, "GET", "/m", NULL, NULL, 0), WP_ERR_INVAL);
-    WP_CHECK_EQ(wp_http_router_add(&r, "GET", "/m", h_a, NULL,
+    /* both flags together: a streaming route that may also hijack (the proxy) */
+    WP_CHECK_EQ(wp_http_router_add(&r, "*", "/both/{rest...}", h_a, NULL,
                                    WP_HTTP_ROUTE_STREAM_BODY | WP_HTTP_ROUTE_UPGRADE),
-                WP_ERR_INVAL);
+                0);
     WP_CHECK_EQ(wp_http_router_add(&r, "GET", "/m", h_a, NULL, 0x80), WP_ERR_INVAL);
     WP_CHECK_EQ(wp_http_router_add(&r, "GET", "/", h_a, NULL, 0), 0);
     wp_http_router_free(&r);

@@ -2,6 +2,7 @@
  * test_na_agent.c — the agent's pure parts: backoff, tunnel URL, wire-limit checks,
  * hello/welcome JSON, preamble allow-list decisions and dial error mapping.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "agent.h"
@@ -142,7 +143,7 @@ WP_TEST(na_hello)
     na_config c;
     char *argv[] = {"a", "--node-id", "gpu-3", "--label", "zone=eu", "--max-sessions", "8"};
     WP_CHECK_EQ(mkcfg(&c, 7, argv), 0);
-    char *s = na_hello_json(&c, NULL, "00112233445566778899aabbccddeeff", 0);
+    char *s = na_hello_json(&c, NULL, NULL, "00112233445566778899aabbccddeeff", 0);
     WP_CHECK(s != NULL);
     cJSON *o = NULL;
     WP_CHECK_EQ(wp_json_parse(s, strlen(s), 65536, 8, &o), 0);
@@ -170,10 +171,39 @@ WP_TEST(na_hello)
     cJSON_free(s);
 
     na_sandbox_policy sb = {.enabled = 1, .ports = {9876}, .nports = 1};
-    s = na_hello_json(&c, &sb, "00112233445566778899aabbccddeeff", 1);
+    s = na_hello_json(&c, &sb, NULL, "00112233445566778899aabbccddeeff", 1);
     WP_CHECK(s != NULL && strstr(s, "\"sandbox\"") != NULL && strstr(s, "\"draining\":true"));
     cJSON_free(s);
-    WP_CHECK(na_hello_json(NULL, NULL, "x", 0) == NULL);
+    /* with an inventory: hello.gpu is na_gpu_inventory_json of it */
+    na_gpu_inventory *inv = calloc(1, sizeof(*inv));
+    WP_CHECK(inv != NULL);
+    if (inv) {
+        snprintf(inv->vendor, sizeof(inv->vendor), "amd");
+        inv->n = 1;
+        inv->dev[0] = (na_gpu_device){.index = 0,
+                                      .vendor = "amd",
+                                      .vendor_id = "0x1002",
+                                      .render_node = "/dev/dri/renderD128",
+                                      .memory_total = 1024,
+                                      .memory_used = -1,
+                                      .utilization = -1,
+                                      .temperature = -1};
+        s = na_hello_json(&c, NULL, inv, "00112233445566778899aabbccddeeff", 0);
+        WP_CHECK(s != NULL);
+        o = NULL;
+        WP_CHECK_EQ(wp_json_parse(s ? s : "", s ? strlen(s) : 0, 65536, 8, &o), 0);
+        gpu = cJSON_GetObjectItemCaseSensitive(o, "gpu");
+        WP_CHECK_STR(wp_json_get_str(gpu, "vendor"), "amd");
+        const cJSON *d0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(gpu, "devices"), 0);
+        WP_CHECK_STR(wp_json_get_str(d0, "render_node"), "/dev/dri/renderD128");
+        WP_CHECK_EQ(wp_json_get_int(d0, "memory_total", &v), 0);
+        WP_CHECK_EQ(v, 1024);
+        WP_CHECK(cJSON_GetObjectItemCaseSensitive(d0, "memory_used") == NULL); /* unknown */
+        cJSON_Delete(o);
+        cJSON_free(s);
+        free(inv);
+    }
+    WP_CHECK(na_hello_json(NULL, NULL, NULL, "x", 0) == NULL);
     na_config_free(&c);
 }
 
@@ -300,7 +330,6 @@ WP_TEST(na_preamble_decisions)
                         "{\"service\":\"wolf\",\"host\":\"x\"}",
                         "{\"service\":\"wolf\",\"port\":1}",
                         "{\"service\":\"sandbox\"}",
-                        "{\"service\":\"sandbox\",\"host\":\"c1\"}",
                         "{\"service\":\"sandbox\",\"host\":1,\"port\":9876}",
                         "{\"service\":\"sandbox\",\"host\":\"c1\",\"port\":\"9876\"}",
                         "{\"service\":\"sandbox\",\"host\":\"c1\",\"port\":98.5}",
@@ -340,6 +369,30 @@ WP_TEST(na_preamble_decisions)
         WP_CHECK_EQ(resolve(&c, &sb, sbna[i], &t, &code), WP_ERR_PERM);
         WP_CHECK_STR(code, "not_allowed");
     }
+    /* port optional: the first allowed one; name pattern; address override */
+    WP_CHECK_EQ(resolve(&c, &sb, "{\"service\":\"sandbox\",\"host\":\"c1\"}", &t, &code), 0);
+    WP_CHECK_EQ(t.port, 9876);
+    WP_CHECK_EQ(resolve(&c, NULL, "{\"service\":\"sandbox\",\"host\":\"c1\"}", &t, &code),
+                WP_ERR_PERM);
+    na_sandbox_policy pat = {.enabled = 1, .ports = {9876}, .nports = 1};
+    snprintf(pat.name_pattern, sizeof(pat.name_pattern), "wolfpack-*");
+    WP_CHECK_EQ(
+        resolve(&c, &pat, "{\"service\":\"sandbox\",\"host\":\"wolfpack-ab12\"}", &t, &code), 0);
+    WP_CHECK_STR(t.addr, "wolfpack-ab12");
+    WP_CHECK_EQ(resolve(&c, &pat, "{\"service\":\"sandbox\",\"host\":\"postgres\"}", &t, &code),
+                WP_ERR_PERM);
+    WP_CHECK_STR(code, "not_allowed");
+    snprintf(pat.address, sizeof(pat.address), "127.0.0.1");
+    WP_CHECK_EQ(resolve(&c, &pat, "{\"service\":\"sandbox\",\"host\":\"wolfpack-x\",\"port\":9876}",
+                        &t, &code),
+                0);
+    WP_CHECK_STR(t.addr, "127.0.0.1");
+    WP_CHECK(na_sandbox_name_match("wolfpack-*", "wolfpack-"));
+    WP_CHECK(na_sandbox_name_match("a*b?c", "aXXbYc"));
+    WP_CHECK(!na_sandbox_name_match("a*b?c", "aXXbc"));
+    WP_CHECK(!na_sandbox_name_match("wolfpack-*", "xwolfpack-1"));
+    WP_CHECK(na_sandbox_pattern_valid("wolfpack-*") && !na_sandbox_pattern_valid("a/b") &&
+             !na_sandbox_pattern_valid(""));
     na_sandbox_policy off = {.enabled = 0, .ports = {9876}, .nports = 1};
     WP_CHECK_EQ(
         resolve(&c, &off, "{\"service\":\"sandbox\",\"host\":\"c1\",\"port\":9876}", &t, &code),

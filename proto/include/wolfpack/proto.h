@@ -130,6 +130,11 @@
 #define WP_MSG_DRAIN     "drain"     /* either: no new streams on this tunnel */
 #define WP_MSG_GOAWAY    "goaway"    /* either: tunnel ends now, close follows */
 #define WP_MSG_ERROR     "error"     /* either: why a stream was refused or reset */
+#define WP_MSG_EVENT     "event"     /* agent -> server: something the node did (§4.8) */
+
+/* ---- "event" message names (§4.8) ---- */
+
+#define WP_EVENT_WOLF_RESTART "wolf_restart" /* the agent ran --wolf-restart-cmd */
 
 /* ---- "error" message codes (§4.7) ---- */
 

@@ -1,5 +1,6 @@
 /*
- * tls.c — TLS sessions over memory buffers with mbedTLS (see tls.h).
+ * tls_mbedtls.c — the mbedTLS backend of common/tls.h (WP_TLS_BACKEND=mbedtls):
+ * TLS sessions over memory buffers. The pin helpers live in tls_pin.c.
  *
  * A wp_tls never touches a socket: the mbedTLS BIO callbacks read ciphertext
  * from the session's bounded in-buffer (WANT_READ when empty) and append
@@ -748,54 +749,4 @@ const char *wp_tls_ciphersuite(const wp_tls *t)
 const char *wp_tls_last_error(const wp_tls *t)
 {
     return t->last_error;
-}
-
-/* ---- pins ---- */
-
-int wp_tls_pin_parse(const char *s, uint8_t pin[WP_SHA256_LEN])
-{
-    static const char prefix[] = "sha256:";
-    if (!s || strncasecmp(s, prefix, sizeof(prefix) - 1) != 0)
-        return WP_ERR_INVAL;
-    s += sizeof(prefix) - 1;
-    if (strlen(s) != 2 * WP_SHA256_LEN)
-        return WP_ERR_INVAL;
-    uint8_t tmp[WP_SHA256_LEN];
-    size_t n = 0;
-    if (wp_hex_decode(s, 2 * WP_SHA256_LEN, tmp, sizeof(tmp), &n) != 0 || n != WP_SHA256_LEN)
-        return WP_ERR_INVAL;
-    memcpy(pin, tmp, WP_SHA256_LEN);
-    return 0;
-}
-
-void wp_tls_pin_format(const uint8_t pin[WP_SHA256_LEN], char *out, size_t cap)
-{
-    static const char hex[] = "0123456789abcdef";
-    char tmp[8 + 2 * WP_SHA256_LEN];
-    memcpy(tmp, "sha256:", 7);
-    for (size_t i = 0; i < WP_SHA256_LEN; i++) {
-        tmp[7 + 2 * i] = hex[pin[i] >> 4];
-        tmp[7 + 2 * i + 1] = hex[pin[i] & 15];
-    }
-    tmp[7 + 2 * WP_SHA256_LEN] = '\0';
-    if (out && cap)
-        snprintf(out, cap, "%s", tmp);
-}
-
-int wp_tls_pin_from_cert_file(const char *cert_file, uint8_t pin[WP_SHA256_LEN])
-{
-    if (!cert_file)
-        return WP_ERR_INVAL;
-    mbedtls_x509_crt crt;
-    mbedtls_x509_crt_init(&crt);
-    int ret = mbedtls_x509_crt_parse_file(&crt, cert_file);
-    int rc;
-    if (ret < 0)
-        rc = wp_tls_file_err(ret);
-    else if (ret > 0 || !crt.raw.p)
-        rc = WP_ERR_TLS;
-    else
-        rc = wp_tls_spki_hash(&crt, pin); /* first certificate of the file */
-    mbedtls_x509_crt_free(&crt);
-    return rc;
 }

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""test_sessions_recovery.py — sessions across restarts, with the real wolfpackd and real
+agents in front of FakeWolves.
+
+Covered: a Wolf that restarted (all lobbies lost) turns the node's running sessions `lost`
+once its agent reconnects (capacity released, session.lost), while a lobby nobody owns is
+reported (node.orphan_lobby) and, with --reap-orphans, stopped — and a healthy session on
+that node stays running; killing wolfpackd with SIGKILL in the middle of creates leaves no
+session stuck in pending/starting after the restart (the recovery pass fails them and
+gives their slots back) and active_sessions matches the sessions table.
+"""
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sessions_harness import Cluster, wait_for  # noqa: E402
+from wolfpack_test import Runner  # noqa: E402
+
+ARGS = ["--wolf-timeout", "3", "--node-cooldown", "1", "--heartbeat-interval", "1", "--reap-orphans"]
+
+
+def wolf_post(sock_path, path, body):
+    """One request straight to a FakeWolf socket (as another Wolf client would)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock_path)
+    data = json.dumps(body).encode()
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: wolf\r\nContent-Length: %d\r\n\r\n" % (path.encode(), len(data)) + data)
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    return json.loads(out.split(b"\r\n\r\n", 1)[1])
+
+
+def restart_agent(c, i):
+    c.agents[i].stop()
+    c.start_agent(i)
+    c.wait_node(i, "online")
+
+
+def test_lost_after_wolf_restart(c):
+    st, a = c.create(requirements={"node_id": "n0"})
+    assert st == 201, a
+    c.wolves[0].restart()
+    assert c.wolves[0].lobbies == {}
+    restart_agent(c, 0)
+    ok = wait_for(lambda: c.psql("SELECT status FROM sessions WHERE id = '%s'" % a["id"]) == "lost", 20, 0.2)
+    assert ok, c.wp.log()[-3000:]
+    assert c.active()["n0"] == 0, c.active()
+    assert c.psql("SELECT count(*) FROM events WHERE session_id = '%s' AND type = 'session.lost'" % a["id"]) == "1"
+    st, s = c.api("GET", "/api/v1/sessions/" + a["id"])
+    assert s["status"] == "lost" and "missing" in s["failure_reason"], s
+    st, s = c.api("DELETE", "/api/v1/sessions/" + a["id"])
+    assert st == 200 and s["status"] == "lost", s  # stop of a lost session: nothing to do
+
+
+def test_orphan_reported_and_reaped(c):
+    st, keep = c.create(requirements={"node_id": "n1"})
+    assert st == 201, keep
+    lobby = {"profile_id": "other", "name": "not ours", "multi_user": True, "stop_when_everyone_leaves": False,
+             "video_settings": {"width": 1920, "height": 1080, "refresh_rate": 60, "wayland_render_node": "",
+                                "runner_render_node": "", "video_producer_buffer_caps": ""},
+             "audio_settings": {"channel_count": 2}, "runner_state_folder": "x",
+             "runner": {"type": "process", "run_cmd": "true"}}
+    r = wolf_post(c.wolves[1].socket_path, "/api/v1/lobbies/create", lobby)
+    orphan = r["lobby_id"]
+    restart_agent(c, 1)
+    ok = wait_for(lambda: orphan not in c.wolves[1].lobbies, 20, 0.2)
+    assert ok, c.wp.log()[-3000:]
+    assert c.psql("SELECT count(*) FROM events WHERE node_id = 'n1' AND type = 'node.orphan_lobby' AND "
+                  "data->>'lobby_id' = '%s'" % orphan) == "1"
+    assert keep["wolf"]["lobby_id"] in c.wolves[1].lobbies
+    assert c.psql("SELECT status FROM sessions WHERE id = '%s'" % keep["id"]) == "running"
+    c.stop_all_sessions()
+
+
+def test_sigkill_during_creates(c):
+    for w in c.wolves:
+        w.delay("POST", "/api/v1/lobbies/create", 4)
+    codes = []
+
+    def one():
+        try:
+            st, _ = c.create(timeout=30)
+        except Exception:  # noqa: BLE001
+            st = -1
+        codes.append(st)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    ok = wait_for(lambda: c.psql("SELECT count(*) FROM sessions WHERE status = 'starting'") == "8", 20, 0.1)
+    assert ok, c.psql("SELECT status, count(*) FROM sessions GROUP BY status")
+    port, state = c.wp.port, c.wp.state
+    c.wp.stop(sig=signal.SIGKILL)
+    for t in threads:
+        t.join(30)
+    assert codes.count(201) == 0, codes
+    for w in c.wolves:
+        w.clear_faults()
+    c.start_wolfpackd(port=port, state=state)
+    stuck = lambda: c.psql("SELECT count(*) FROM sessions WHERE status IN ('pending', 'starting')")  # noqa: E731
+    ok = wait_for(lambda: stuck() == "0", 40, 0.5)
+    assert ok, (stuck(), c.wp.log()[-3000:])
+    assert c.psql("SELECT count(*) FROM sessions WHERE status = 'failed' AND failure_reason LIKE "
+                  "'%interrupted%'") == "8"
+    drift = c.psql("SELECT count(*) FROM nodes n WHERE active_sessions <> (SELECT count(*) FROM sessions s "
+                   "WHERE s.node_id = n.id AND s.status IN ('starting', 'running', 'stopping'))")
+    assert drift == "0", c.psql("SELECT id, active_sessions FROM nodes")
+    assert c.active() == {"n0": 0, "n1": 0, "n2": 0}, c.active()
+    for i in range(3):
+        c.wait_node(i, "online", timeout=60)
+    st, b = c.create()
+    assert st == 201, (st, b)
+    c.stop_all_sessions()
+
+
+def main():
+    r = Runner()
+    cl = Cluster([{"region": "eu"}, {"region": "eu"}, {"region": "us"}], max_sessions=4, extra_args=ARGS)
+    try:
+        for fn in (test_lost_after_wolf_restart, test_orphan_reported_and_reaped, test_sigkill_during_creates):
+            r.run(fn, cl)
+    finally:
+        rcs = cl.close()
+    if any(rc != 0 for rc in rcs):
+        print("non-zero exit codes (wolfpackd, agents...): %s\n%s" % (rcs, cl.wp.log()[-3000:]))
+        return 1
+    return r.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
