@@ -324,7 +324,7 @@ const char *wp_metrics_fmt_double(double v, char out[32])
         snprintf(out, 32, "NaN");
     } else if (isinf(v)) {
         snprintf(out, 32, v > 0 ? "+Inf" : "-Inf");
-    } else if (v == (double)(long long)v && v > -9007199254740992.0 && v < 9007199254740992.0) {
+    } else if (v > -9007199254740992.0 && v < 9007199254740992.0 && v == (double)(long long)v) {
         snprintf(out, 32, "%lld", (long long)v);
     } else {
         for (int prec = 6; prec <= 17; prec++) { /* shortest decimal that reads back the same */

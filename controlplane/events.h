@@ -38,6 +38,10 @@
 #define CP_EV_TOKEN_CREATED     "token.created"
 #define CP_EV_TOKEN_REVOKED     "token.revoked"
 
+/* sessions.c / scheduler.c: session.created, session.starting, session.start_failed,
+ * session.running, session.failed, session.stopping, session.stopped, session.lost;
+ * node.orphan_lobby and node.orphan_lobby_stopped (reconciliation). */
+
 #define CP_EVENT_TYPE_MAX    64    /* bytes of a type */
 #define CP_EVENT_MESSAGE_MAX 1024  /* bytes of a message */
 #define CP_EVENT_DATA_MAX    65536 /* bytes of the compact JSON text of data */

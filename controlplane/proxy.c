@@ -47,6 +47,7 @@
 #define CP_PROXY_RHDR_COUNT    100
 #define CP_PROXY_CREDS_MAX     4096
 #define CP_PROXY_LEFTOVER_MAX  (192u * 1024u)
+#define CP_PROXY_DRAIN_MS      5000 /* the service closes after its response within this */
 
 enum { CP_PROXY_NODE = 1, CP_PROXY_MOONLIGHT = 2, CP_PROXY_SANDBOX = 3 };
 
@@ -79,8 +80,8 @@ typedef struct cp_proxy {
     size_t owed; /* parsed upstream bytes not credited yet */
     int status;  /* upstream status */
     unsigned ws : 1, chunked_up : 1, body_done : 1, head_done : 1, resp_started : 1,
-        resp_complete : 1, upstream_fin : 1, in_field : 1, in_value : 1, db_pending : 1,
-        closing : 1, is_head : 1, hpe_user : 1, upgrade_now : 1, processing : 1;
+        resp_complete : 1, upstream_fin : 1, draining : 1, in_field : 1, in_value : 1,
+        db_pending : 1, closing : 1, is_head : 1, hpe_user : 1, upgrade_now : 1, processing : 1;
     const char *err_msg;
     char node[64];
     char service[WP_SERVICE_NAME_MAX + 1];
@@ -531,13 +532,45 @@ static void cp_proxy_credit(cp_proxy *p)
     }
 }
 
+static void cp_proxy_drain_timeout(uv_timer_t *t)
+{
+    cp_proxy *p = t->data;
+    wp_log_debug("proxy: the service kept its connection open", WP_LS("node", p->node),
+                 WP_LS("service", p->service));
+    cp_proxy_finish(p); /* resets the stream */
+}
+
+/*
+ * The exchange is over: the stream is closed the way the service ends it. We
+ * asked for "Connection: close", so the service half-closes first; our FIN
+ * follows its FIN (a reset is the fallback after CP_PROXY_DRAIN_MS). Closing
+ * first, or resetting a stream whose service is still closing, has been seen
+ * to delay the agent's answers on the next streams (reported), and is also
+ * ruder to the service.
+ */
+static void cp_proxy_drain(cp_proxy *p)
+{
+    if (!p->st || p->closing) {
+        cp_proxy_finish(p);
+        return;
+    }
+    p->draining = 1;
+    if (p->owed) {
+        cp_stream_consumed(p->st, p->owed);
+        p->owed = 0;
+    }
+    if (p->upstream_fin)
+        cp_stream_close_write(p->st);
+    uv_timer_start(&p->timer, cp_proxy_drain_timeout, CP_PROXY_DRAIN_MS, 0);
+}
+
 /* The response is complete and everything is queued for the client: end it. */
 static void cp_proxy_complete(cp_proxy *p)
 {
     wp_http_req *req = cp_proxy_take_req(p);
     if (req)
         wp_http_resp_end(req);
-    cp_proxy_finish(p);
+    cp_proxy_drain(p);
 }
 
 /* Malformed, truncated or failed response. */
@@ -550,7 +583,7 @@ static void cp_proxy_bad_response(cp_proxy *p, const char *msg)
 
 static void cp_proxy_process(cp_proxy *p)
 {
-    if (p->processing)
+    if (p->processing || p->draining)
         return;
     p->processing = 1;
     while (!p->closing && !p->resp_complete && wp_buf_len(&p->to_client) == 0) {
@@ -599,7 +632,7 @@ static void cp_proxy_process(cp_proxy *p)
     cp_proxy_credit(p);
     if (p->resp_complete && wp_buf_len(&p->to_client) == 0) {
         if (p->req == NULL && p->resp_started)
-            cp_proxy_finish(p); /* 204/304/HEAD answered already */
+            cp_proxy_drain(p); /* 204/304/HEAD answered already */
         else
             cp_proxy_complete(p);
     }
@@ -631,7 +664,6 @@ static void cp_proxy_st_open(cp_stream *st, int err, const char *reason, void *u
 {
     (void)st;
     cp_proxy *p = ud;
-    wp_log_debug("proxy: open", WP_LS("node", p->node), WP_LI("err", err), WP_LI("room", cp_stream_write_room(st)), WP_LI("queued", wp_buf_len(&p->to_stream)));
     if (err == 0)
         return;
     p->st = NULL; /* final: freed after this returns */
@@ -653,7 +685,6 @@ static void cp_proxy_st_data(cp_stream *st, const uint8_t *d, size_t n, void *ud
 {
     (void)st;
     cp_proxy *p = ud;
-    wp_log_debug("proxy: data", WP_LS("node", p->node), WP_LI("n", n), WP_LI("closing", p->closing));
     if (p->closing)
         return;
     if (p->resp_complete) { /* anything after the response: dropped */
@@ -669,11 +700,14 @@ static void cp_proxy_st_data(cp_stream *st, const uint8_t *d, size_t n, void *ud
 
 static void cp_proxy_st_fin(cp_stream *st, void *ud)
 {
-    (void)st;
     cp_proxy *p = ud;
     if (p->closing)
         return;
     p->upstream_fin = 1;
+    if (p->draining) {
+        cp_stream_close_write(st);
+        return;
+    }
     cp_proxy_process(p);
 }
 
@@ -694,6 +728,10 @@ static void cp_proxy_st_closed(cp_stream *st, int err, const char *reason, void 
     p->st = NULL;
     if (p->closing)
         return;
+    if (p->draining) {
+        cp_proxy_finish(p);
+        return;
+    }
     if (err == 0 || p->resp_complete) {
         p->upstream_fin = 1;
         cp_proxy_process(p);
