@@ -367,7 +367,7 @@ int na_config_parse(na_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
                 host);
             return WP_ERR_INVAL;
         }
-        snprintf(cfg->node_id, sizeof(cfg->node_id), "%s", host);
+        memcpy(cfg->node_id, host, strlen(host) + 1); /* valid ids fit: <= NA_NODE_ID_MAX */
     }
     if (raw.ca_pin) {
         if (wp_tls_pin_parse(raw.ca_pin, cfg->ca_pin) != 0) {
