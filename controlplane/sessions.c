@@ -46,6 +46,15 @@ struct cp_sessions {
 
 enum cp_sess_kind { CP_SESS_CREATE = 1, CP_SESS_STOP, CP_SESS_RECONCILE, CP_SESS_REAP };
 
+/* A lobby on a reconciled node; sid/pin/sstatus from the session its runner name points to. */
+typedef struct cp_sess_orphan {
+    char *id;     /* lobby id */
+    char *runner; /* runner name as Wolf reports it (NULL: none or too long) */
+    char sid[40]; /* "" when no session row has it as sandbox container */
+    char pin[8];
+    char sstatus[16];
+} cp_sess_orphan;
+
 typedef struct cp_sess_op {
     struct cp_sess_op *next, *prev;
     cp_sessions *eng;
@@ -72,10 +81,8 @@ typedef struct cp_sess_op {
     char *wolf_sessions[CP_SESS_WOLF_SESSIONS];
     size_t nwolf, iwolf;
     int64_t connected_at_ms;
-    char **orphans; /* reconcile: lobby ids, runner names */
-    char **orphan_names;
+    struct cp_sess_orphan *orphans; /* reconcile: the node's lobbies, then its orphans */
     size_t norphans, iorphan;
-    int reap;
 } cp_sess_op;
 
 static void cp_sess_maybe_free(cp_sessions *eng);
@@ -125,11 +132,10 @@ static void cp_sess_op_free(cp_sess_op *op)
     for (size_t i = 0; i < op->nwolf; i++)
         free(op->wolf_sessions[i]);
     for (size_t i = 0; i < op->norphans; i++) {
-        free(op->orphans[i]);
-        free(op->orphan_names[i]);
+        free(op->orphans[i].id);
+        free(op->orphans[i].runner);
     }
     free(op->orphans);
-    free(op->orphan_names);
     free(op);
     cp_sess_maybe_free(eng);
 }
@@ -139,6 +145,15 @@ static int cp_sess_stop_inflight(cp_sessions *eng, const char *id)
 {
     for (cp_sess_op *o = eng->ops; o; o = o->next)
         if (o->kind == CP_SESS_STOP && strcmp(o->id, id) == 0)
+            return 1;
+    return 0;
+}
+
+/* A reconciliation of node is already running in this process. */
+static int cp_sess_reconcile_inflight(cp_sessions *eng, const char *node)
+{
+    for (cp_sess_op *o = eng->ops; o; o = o->next)
+        if (o->kind == CP_SESS_RECONCILE && strcmp(o->node, node) == 0)
             return 1;
     return 0;
 }
@@ -844,7 +859,13 @@ void cp_sessions_stop_lobbies(cp_server *s, const char *node_id, const cJSON *st
 
 /* ---- reconciliation ---- */
 
-/* $1 node, $2 lobby ids text[], $3 tunnel connect time (Unix ms) */
+/*
+ * $1 node, $2 lobby ids text[], $3 tunnel connect time (Unix ms), $4 the lobbies' runner names
+ * text[] (parallel to $2; "-" when absent or not a container name). Rows: ('lost', session id)
+ * for each session marked lost; ('orphan', lobby id, pin, session id, session status) for each
+ * lobby no running/stopping session on the node owns, with the newest session whose sandbox
+ * container is the lobby's runner name (NULLs when none: not ours).
+ */
 static const char cp_sess_sql_reconcile[] =
     "WITH prev AS (SELECT id FROM sessions WHERE node_id = $1 AND status = 'running' AND "
     "started_at < to_timestamp($3::double precision / 1000) AND "
@@ -858,25 +879,34 @@ static const char cp_sess_sql_reconcile[] =
     "e AS (INSERT INTO events (type, node_id, session_id, message, data) SELECT "
     "'session.lost', $1, id, 'the lobby was missing on the node when it reconnected', "
     "jsonb_build_object('lobby_id', wolf_lobby_id) FROM s) "
-    "SELECT 'lost' AS kind, id::text AS v, NULL AS pin FROM s "
-    "UNION ALL SELECT 'orphan', l, NULL FROM unnest($2::text[]) l WHERE NOT EXISTS ("
-    "SELECT 1 FROM sessions x WHERE x.node_id = $1 AND x.wolf_lobby_id = l AND "
-    "x.status IN ('running', 'stopping')) "
-    "UNION ALL SELECT 'starting', count(*)::text, NULL FROM sessions WHERE node_id = $1 AND "
-    "status IN ('pending', 'starting')";
+    "SELECT 'lost' AS kind, id::text AS v, NULL::text AS pin, NULL::text AS sid, "
+    "NULL::text AS sstatus FROM s "
+    "UNION ALL SELECT 'orphan', o.l, m.wolf_pin, m.id::text, m.status "
+    "FROM unnest($2::text[], $4::text[]) AS o(l, rn) "
+    "LEFT JOIN LATERAL (SELECT x.id, x.wolf_pin, x.status FROM sessions x "
+    "WHERE x.sandbox_container = o.rn ORDER BY x.created_at DESC LIMIT 1) m ON true "
+    "WHERE NOT EXISTS (SELECT 1 FROM sessions x WHERE x.node_id = $1 AND x.wolf_lobby_id = o.l "
+    "AND x.status IN ('running', 'stopping'))";
 
 static void cp_sess_reconcile_report(cp_sess_op *op);
 
 static void cp_sess_orphan_reaped(const cp_wolf_result *r, void *ud)
 {
     cp_sess_op *op = ud;
-    const char *lobby = op->orphans[op->iorphan - 1];
+    const cp_sess_orphan *o = &op->orphans[op->iorphan - 1];
     if (r->err != 0)
-        wp_log_warn("cannot stop orphan lobby", WP_LS("node", op->node), WP_LS("lobby", lobby),
-                    WP_LS("reason", r->reason ? r->reason : "-"));
+        wp_log_warn("cannot stop orphan lobby", WP_LS("node", op->node), WP_LS("lobby", o->id),
+                    WP_LS("reason", r->reason ? r->reason : "-"),
+                    WP_LS("message", r->message ? r->message : ""));
+    else
+        wp_log_info("orphan lobby stopped", WP_LS("node", op->node), WP_LS("lobby", o->id),
+                    WP_LS("session", o->sid));
     cJSON *d = cJSON_CreateObject();
-    cJSON_AddStringToObject(d, "lobby_id", lobby);
+    cJSON_AddStringToObject(d, "lobby_id", o->id);
+    cJSON_AddStringToObject(d, "session_id", o->sid);
     cJSON_AddBoolToObject(d, "reaped", r->err == 0);
+    if (r->err != 0)
+        cJSON_AddStringToObject(d, "error", r->message ? r->message : (r->reason ? r->reason : ""));
     cp_db *db = cp_sess_db(op->eng);
     if (db)
         cp_events_append(db, "node.orphan_lobby_stopped", op->node, NULL, d, NULL, NULL);
@@ -884,32 +914,57 @@ static void cp_sess_orphan_reaped(const cp_wolf_result *r, void *ud)
     cp_sess_reconcile_report(op);
 }
 
-/* Reports (and reaps, with --reap-orphans) one orphan at a time. */
+/*
+ * Why orphan o is only reported (NULL: it is stopped). A lobby is ours when a session row
+ * names its runner as its sandbox container: Wolf refuses lobbies/stop without the PIN the
+ * lobby was created with, and ours all have one, kept in that row.
+ */
+static const char *cp_sess_orphan_keep_why(const cp_sess_op *op, const cp_sess_orphan *o)
+{
+    if (!o->sid[0])
+        return "no session owns its runner name: not ours, reported only";
+    if (!strcmp(o->sstatus, "pending") || !strcmp(o->sstatus, "starting"))
+        return "its session is still starting";
+    if (!op->eng->s->cfg->reap_orphans)
+        return "--reap-orphans is off";
+    if (!o->pin[0])
+        return "its session has no PIN recorded";
+    if (op->eng->shutting)
+        return "shutting down";
+    return NULL;
+}
+
+/* Reports (and reaps, with --reap-orphans, when ours) one orphan at a time. */
 static void cp_sess_reconcile_report(cp_sess_op *op)
 {
     cp_db *db = cp_sess_db(op->eng);
     while (op->iorphan < op->norphans) {
-        const char *lobby = op->orphans[op->iorphan++];
-        const char *rname = op->orphan_names[op->iorphan - 1];
+        const cp_sess_orphan *o = &op->orphans[op->iorphan++];
+        const char *why = cp_sess_orphan_keep_why(op, o);
         wp_log_warn("lobby unknown to the database on node", WP_LS("node", op->node),
-                    WP_LS("lobby", lobby), WP_LS("runner", rname ? rname : "-"),
-                    WP_LI("reap", op->reap));
+                    WP_LS("lobby", o->id), WP_LS("runner", o->runner ? o->runner : "-"),
+                    WP_LS("session", o->sid[0] ? o->sid : "-"),
+                    WP_LS("action", why ? why : "stopping it"));
         cJSON *d = cJSON_CreateObject();
-        cJSON_AddStringToObject(d, "lobby_id", lobby);
-        if (rname)
-            cJSON_AddStringToObject(d, "runner", rname);
-        cJSON_AddBoolToObject(d, "reap", op->reap);
+        cJSON_AddStringToObject(d, "lobby_id", o->id);
+        if (o->runner)
+            cJSON_AddStringToObject(d, "runner", o->runner);
+        if (o->sid[0])
+            cJSON_AddStringToObject(d, "session_id", o->sid);
+        cJSON_AddBoolToObject(d, "reap", why == NULL);
+        if (why)
+            cJSON_AddStringToObject(d, "why_kept", why);
         if (db)
             cp_events_add(db,
                           &(cp_event){.type = "node.orphan_lobby",
                                       .node_id = op->node,
-                                      .message = "a Wolf lobby no session owns",
+                                      .message = "a Wolf lobby no running session owns",
                                       .data = d},
                           NULL, NULL);
         cJSON_Delete(d);
-        if (op->reap && !op->eng->shutting) {
+        if (!why) {
             cp_wolf_call *wc = NULL;
-            if (cp_wolf_lobby_stop(op->eng->s, op->node, lobby, NULL, cp_sess_wolf_ms(op->eng),
+            if (cp_wolf_lobby_stop(op->eng->s, op->node, o->id, o->pin, cp_sess_wolf_ms(op->eng),
                                    cp_sess_orphan_reaped, op, &wc) == 0)
                 return;
         }
@@ -926,38 +981,38 @@ static void cp_sess_reconciled(int err, PGresult *res, void *ud)
         return;
     }
     size_t lost = 0, keep = 0;
-    int starting = 0;
     for (int i = 0; i < PQntuples(res); i++) {
         const char *kind = PQgetvalue(res, i, 0), *v = PQgetvalue(res, i, 1);
         if (!strcmp(kind, "lost")) {
             lost++;
             wp_log_warn("session lost: its lobby is gone from the node", WP_LS("session", v),
                         WP_LS("node", op->node));
-        } else if (!strcmp(kind, "starting")) {
-            starting = atoi(v);
-        } else if (!strcmp(kind, "orphan")) {
-            /* keep the orphan: move it to the front of the list */
-            for (size_t k = keep; k < op->norphans; k++) {
-                if (strcmp(op->orphans[k], v) == 0) {
-                    char *a = op->orphans[k], *b = op->orphan_names[k];
-                    op->orphans[k] = op->orphans[keep];
-                    op->orphan_names[k] = op->orphan_names[keep];
-                    op->orphans[keep] = a;
-                    op->orphan_names[keep] = b;
-                    keep++;
-                    break;
-                }
-            }
+            continue;
+        }
+        if (strcmp(kind, "orphan") != 0)
+            continue;
+        /* keep the orphan: move it to the front of the list, with its session's details */
+        for (size_t k = keep; k < op->norphans; k++) {
+            if (strcmp(op->orphans[k].id, v) != 0)
+                continue;
+            cp_sess_orphan t = op->orphans[k];
+            op->orphans[k] = op->orphans[keep];
+            op->orphans[keep] = t;
+            cp_sess_orphan *o = &op->orphans[keep++];
+            const char *pin = PQgetisnull(res, i, 2) ? "" : PQgetvalue(res, i, 2);
+            snprintf(o->pin, sizeof(o->pin), "%s", cp_wolf_pin_valid(pin) ? pin : "");
+            snprintf(o->sid, sizeof(o->sid), "%s",
+                     PQgetisnull(res, i, 3) ? "" : PQgetvalue(res, i, 3));
+            snprintf(o->sstatus, sizeof(o->sstatus), "%s",
+                     PQgetisnull(res, i, 4) ? "" : PQgetvalue(res, i, 4));
+            break;
         }
     }
     for (size_t k = keep; k < op->norphans; k++) {
-        free(op->orphans[k]);
-        free(op->orphan_names[k]);
+        free(op->orphans[k].id);
+        free(op->orphans[k].runner);
     }
     op->norphans = keep;
-    /* A start in flight on this node has a lobby the database does not know yet: report, don't
-     * reap. */
-    op->reap = op->eng->s->cfg->reap_orphans && starting == 0;
     wp_log_info("node reconciled", WP_LS("node", op->node), WP_LI("lost", (long long)lost),
                 WP_LI("orphans", (long long)keep));
     cp_sess_reconcile_report(op);
@@ -975,6 +1030,14 @@ static int cp_sess_lobby_id_ok(const char *s)
             return 0;
     }
     return 1;
+}
+
+/* 1 if s can be a sessions.sandbox_container ([A-Za-z0-9][A-Za-z0-9_.-]{0,127}). */
+static int cp_sess_container_ok(const char *s)
+{
+    if (!s || !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
+        return 0;
+    return strlen(s) <= 128 && cp_sess_lobby_id_ok(s);
 }
 
 static void cp_sess_reconcile_listed(const cp_wolf_result *r, void *ud)
@@ -995,9 +1058,12 @@ static void cp_sess_reconcile_listed(const cp_wolf_result *r, void *ud)
     size_t n = (size_t)cJSON_GetArraySize(lobbies);
     if (n > CP_SESSIONS_RECONCILE_LOBBIES_MAX)
         n = CP_SESSIONS_RECONCILE_LOBBIES_MAX;
-    op->orphans = calloc(n + 1, sizeof(char *));
-    op->orphan_names = calloc(n + 1, sizeof(char *));
-    if (!op->orphans || !op->orphan_names) {
+    op->orphans = calloc(n + 1, sizeof(*op->orphans));
+    const char **ids = calloc(n + 1, sizeof(char *));
+    const char **rns = calloc(n + 1, sizeof(char *));
+    if (!op->orphans || !ids || !rns) {
+        free(ids);
+        free(rns);
         cp_sess_op_free(op);
         return;
     }
@@ -1006,19 +1072,31 @@ static void cp_sess_reconcile_listed(const cp_wolf_result *r, void *ud)
         if (!cp_sess_lobby_id_ok(id))
             continue;
         const char *rn = wp_json_get_str(cJSON_GetObjectItemCaseSensitive(l, "runner"), "name");
-        op->orphans[op->norphans] = strdup(id);
-        op->orphan_names[op->norphans] = rn && strlen(rn) <= 128 ? strdup(rn) : NULL;
-        if (op->orphans[op->norphans])
-            op->norphans++;
+        cp_sess_orphan *o = &op->orphans[op->norphans];
+        o->id = strdup(id);
+        o->runner = rn && strlen(rn) <= 128 ? strdup(rn) : NULL;
+        if (!o->id) {
+            free(o->runner);
+            o->runner = NULL;
+            continue;
+        }
+        ids[op->norphans] = o->id;
+        rns[op->norphans] = cp_sess_container_ok(o->runner) ? o->runner : "-";
+        op->norphans++;
     }
-    char *arr = cp_sched_text_array((const char *const *)op->orphans, op->norphans);
+    char *arr = cp_sched_text_array(ids, op->norphans);
+    char *rarr = cp_sched_text_array(rns, op->norphans);
+    free(ids);
+    free(rns);
     char at[32];
     snprintf(at, sizeof(at), "%lld", (long long)op->connected_at_ms);
-    const char *params[] = {op->node, arr, at};
+    const char *params[] = {op->node, arr, at, rarr};
     cp_db *db = cp_sess_db(op->eng);
-    int rc = arr && db ? cp_db_query(db, cp_sess_sql_reconcile, 3, params, cp_sess_reconciled, op)
-                       : WP_ERR_NOMEM;
+    int rc = arr && rarr && db
+                 ? cp_db_query(db, cp_sess_sql_reconcile, 4, params, cp_sess_reconciled, op)
+                 : WP_ERR_NOMEM;
     free(arr);
+    free(rarr);
     if (rc != 0)
         cp_sess_reconciled(rc, NULL, op);
 }
@@ -1059,7 +1137,7 @@ static const char cp_sess_sql_recover[] =
     "e AS (INSERT INTO events (type, node_id, session_id, message, data) SELECT "
     "'session.failed', node_id, id, $2, jsonb_build_object('from', prev_status, 'by', "
     "'recovery') FROM s) "
-    "SELECT id::text, prev_status FROM s";
+    "SELECT id::text, prev_status, node_id FROM s";
 
 static const char cp_sess_sql_stuck_stopping[] =
     "SELECT id::text FROM sessions WHERE status = 'stopping' AND updated_at < now() - "
@@ -1087,10 +1165,17 @@ static void cp_sess_recovered(int err, PGresult *res, void *ud)
 {
     cp_sessions *eng = ud;
     if (err == 0) {
-        for (int i = 0; i < PQntuples(res); i++)
+        for (int i = 0; i < PQntuples(res); i++) {
+            const char *node = PQgetisnull(res, i, 2) ? NULL : PQgetvalue(res, i, 2);
             wp_log_warn("recovery: session failed (its start was interrupted)",
                         WP_LS("session", PQgetvalue(res, i, 0)),
-                        WP_LS("was", PQgetvalue(res, i, 1)));
+                        WP_LS("was", PQgetvalue(res, i, 1)), WP_LS("node", node ? node : "-"));
+            /* Its lobbies/create may have gone through: reconcile the node now (the lobby is an
+             * orphan that the reconciliation at the node's last connect had to leave alone). */
+            if (node && !strcmp(PQgetvalue(res, i, 1), "starting") && !eng->shutting &&
+                !cp_sess_reconcile_inflight(eng, node))
+                cp_sessions_reconcile(eng->s, node);
+        }
         eng->first_pass_done = 1;
     }
     cp_db *db = cp_sess_db(eng);

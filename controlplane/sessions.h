@@ -28,10 +28,20 @@
  * failure_reason note, and the lobby is reported as an orphan when the node
  * reconnects. Idempotent: a finished session answers as it is.
  *
+ * Reconciliation (tunnel connect): running sessions on the node started
+ * before the connect whose lobby is missing become lost. Lobbies that no
+ * running/stopping session on the node owns are orphans, reported as
+ * node.orphan_lobby; with --reap-orphans an orphan is stopped (with the PIN
+ * Wolf requires) when a session row names its runner as sandbox container
+ * and that session is not pending/starting. Orphans that match no session
+ * row are not ours and are only reported.
+ *
  * Recovery (every CP_SESSIONS_TICK_MS, first right after start): sessions in
  * pending/starting not touched for --wolf-timeout + CP_SESSIONS_MARGIN_S
  * (their creator died: a SIGKILLed or crashed replica) become failed, their
- * slot released; sessions stuck in stopping as long are stopped again.
+ * slot released, and the nodes they were starting on are reconciled again
+ * (their lobbies/create may have gone through); sessions stuck in stopping
+ * as long are stopped again.
  */
 #ifndef CP_SESSIONS_H
 #define CP_SESSIONS_H

@@ -579,16 +579,12 @@ static int cp_is_int(const cJSON *v, long long min, long long max)
 
 static int cp_hello_gpu_check(const cJSON *gpu, char *err, size_t cap)
 {
-    static const char *const vendors[] = {"nvidia", "amd", "intel", "mixed", "none"};
     static const char *const strs[] = {"model", "uuid", "pci_bus_id", "render_node", "driver"};
     if (!cJSON_IsObject(gpu))
         CP_HELLO_FAIL("gpu: expected an object");
-    const char *vendor = wp_json_get_str(gpu, "vendor");
-    int ok = 0;
-    for (size_t i = 0; vendor && i < sizeof(vendors) / sizeof(vendors[0]); i++)
-        ok |= strcmp(vendor, vendors[i]) == 0;
-    if (!ok)
-        CP_HELLO_FAIL("gpu.vendor: expected nvidia, amd, intel, mixed or none");
+    /* PROTOCOL.md §4.2: the best device wins, so there is no "mixed" (refused like any unknown). */
+    if (!cp_node_gpu_vendor_valid(wp_json_get_str(gpu, "vendor")))
+        CP_HELLO_FAIL("gpu.vendor: expected nvidia, amd, intel or none");
     const cJSON *devs = cJSON_GetObjectItemCaseSensitive(gpu, "devices");
     if (!cJSON_IsArray(devs) || cJSON_GetArraySize(devs) > (int)WP_GPUS_MAX)
         CP_HELLO_FAIL("gpu.devices: expected an array of at most 64 objects");

@@ -1,6 +1,6 @@
 /*
  * tunnel_int.h — internals shared by tunnel.c (registry, tunnels, streams) and
- * connect.c (the CONNECT bridge); not for other modules (use tunnel.h).
+ * connect.c / bridge.c (CONNECT and the byte bridge); not for other modules (use tunnel.h).
  */
 #ifndef CP_TUNNEL_INT_H
 #define CP_TUNNEL_INT_H

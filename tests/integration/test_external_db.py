@@ -22,7 +22,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wolfpack_test import Runner, Wolfpackd, binary, read_response  # noqa: E402
+from fake_wolf import FakeWolf  # noqa: E402
+from wolfpack_test import Runner, Wolfpackd, binary, free_port, read_response  # noqa: E402
 
 JOIN_RE = re.compile(r"^\s*(wolfpack-agent --url \S+ --token \S+ --ca-pin sha256:[0-9a-f]{64})\s*$",
                      re.M)
@@ -140,8 +141,15 @@ def test_agent_joins_other_replica(c):
     argv[i + 1] = "wss://127.0.0.1:%d" % c.other.port
     i = argv.index("--ca-pin")
     del argv[i:i + 2]
+    # A healthy (fake) Wolf, so the agent's probes keep the node online rather than degraded.
+    c.wolf = FakeWolf(os.path.join(c.other.dir, "wolf.sock"), http_port=free_port(),
+                      https_port=free_port())
+    c.wolf.start()
     argv += ["--ca-file", c.other.ca_file, "--node-id", "ext-node", "--label", "gpu=a10",
-             "--service", "moonlight=tcp:127.0.0.1:9"]
+             "--service", "moonlight=tcp:127.0.0.1:9",
+             "--service", "wolf=unix:" + c.wolf.socket_path,
+             "--service", "wolf-http=tcp:127.0.0.1:%d" % c.wolf.http_port,
+             "--wolf-https", "127.0.0.1:%d" % c.wolf.https_port]
     c.agent_log = open(os.path.join(c.other.dir, "agent.log"), "wb")
     c.agent = subprocess.Popen(argv, stdout=c.agent_log, stderr=subprocess.STDOUT)
     _, node = wait_node(c, c.other, "online", 30)
@@ -184,6 +192,7 @@ def main():
     r = Runner()
     c = Ctx()
     c.agent = None
+    c.wolf = None
     c.a = c.b = None
     c.pg = Postgres()
     try:
@@ -205,6 +214,8 @@ def main():
                 c.agent.kill()
                 print("FAIL agent did not exit on SIGTERM")
                 r.failed += 1
+        if c.wolf:
+            c.wolf.stop()
         for wp in (c.a, c.b):
             if wp:
                 rc = wp.stop()

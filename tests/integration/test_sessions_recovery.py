@@ -4,10 +4,12 @@ agents in front of FakeWolves.
 
 Covered: a Wolf that restarted (all lobbies lost) turns the node's running sessions `lost`
 once its agent reconnects (capacity released, session.lost), while a lobby nobody owns is
-reported (node.orphan_lobby) and, with --reap-orphans, stopped — and a healthy session on
-that node stays running; killing wolfpackd with SIGKILL in the middle of creates leaves no
-session stuck in pending/starting after the restart (the recovery pass fails them and
-gives their slots back) and active_sessions matches the sessions table.
+reported (node.orphan_lobby) but, matching no session row, never stopped — and a healthy
+session on that node stays running; killing wolfpackd with SIGKILL in the middle of creates
+leaves no session stuck in pending/starting after the restart (the recovery pass fails them
+and gives their slots back) and active_sessions matches the sessions table; the lobbies those
+interrupted creates left on the Wolves are reported only while --reap-orphans is off, and
+stopped with their session's PIN after a restart with it.
 """
 import json
 import os
@@ -72,16 +74,28 @@ def test_orphan_reported_and_reaped(c):
     r = wolf_post(c.wolves[1].socket_path, "/api/v1/lobbies/create", lobby)
     orphan = r["lobby_id"]
     restart_agent(c, 1)
-    ok = wait_for(lambda: orphan not in c.wolves[1].lobbies, 20, 0.2)
+    ev = "SELECT data->>'reap', data->>'why_kept' FROM events WHERE node_id = 'n1' AND " \
+         "type = 'node.orphan_lobby' AND data->>'lobby_id' = '%s'" % orphan
+    ok = wait_for(lambda: c.psql(ev), 20, 0.2)
     assert ok, c.wp.log()[-3000:]
-    assert c.psql("SELECT count(*) FROM events WHERE node_id = 'n1' AND type = 'node.orphan_lobby' AND "
-                  "data->>'lobby_id' = '%s'" % orphan) == "1"
+    # no session row owns it (not ours): reported, never stopped, even with --reap-orphans
+    assert c.psql(ev) == "false|no session owns its runner name: not ours, reported only", c.psql(ev)
+    assert orphan in c.wolves[1].lobbies
+    assert c.wolves[1].call_count("POST", "/api/v1/lobbies/stop") == 0
     assert keep["wolf"]["lobby_id"] in c.wolves[1].lobbies
     assert c.psql("SELECT status FROM sessions WHERE id = '%s'" % keep["id"]) == "running"
     c.stop_all_sessions()
+    assert wolf_post(c.wolves[1].socket_path, "/api/v1/lobbies/stop", {"lobby_id": orphan})["success"]
+
+
+def orphan_events(c, why):
+    return c.psql("SELECT string_agg(DISTINCT data->>'lobby_id', ',') FROM events WHERE "
+                  "type = 'node.orphan_lobby' AND data->>'why_kept' = '%s'" % why).split(",")
 
 
 def test_sigkill_during_creates(c):
+    assert c.lobbies() == 0
+    calls0 = sum(w.call_count("POST", "/api/v1/lobbies/create") for w in c.wolves)
     for w in c.wolves:
         w.delay("POST", "/api/v1/lobbies/create", 4)
     codes = []
@@ -103,8 +117,17 @@ def test_sigkill_during_creates(c):
     for t in threads:
         t.join(30)
     assert codes.count(201) == 0, codes
+    # Each lobbies/create that reached a Wolf still completes there (after the delay): those
+    # lobbies belong to sessions the recovery pass is about to fail. Orphans, with a PIN.
+    made = lambda: sum(w.call_count("POST", "/api/v1/lobbies/create") for w in c.wolves) - calls0  # noqa: E731
+    assert wait_for(lambda: made() > 0 and c.lobbies() == made(), 15, 0.2), (made(), c.lobbies())
+    orphans = sorted(k for w in c.wolves for k in w.lobbies)
+    stops = lambda: sum(w.call_count("POST", "/api/v1/lobbies/stop") for w in c.wolves)  # noqa: E731
+    stops0 = stops()
     for w in c.wolves:
         w.clear_faults()
+    # First restart without --reap-orphans: the orphans are only reported.
+    c.extra_args = [a for a in ARGS if a != "--reap-orphans"]
     c.start_wolfpackd(port=port, state=state)
     stuck = lambda: c.psql("SELECT count(*) FROM sessions WHERE status IN ('pending', 'starting')")  # noqa: E731
     ok = wait_for(lambda: stuck() == "0", 40, 0.5)
@@ -115,6 +138,27 @@ def test_sigkill_during_creates(c):
                    "WHERE s.node_id = n.id AND s.status IN ('starting', 'running', 'stopping'))")
     assert drift == "0", c.psql("SELECT id, active_sessions FROM nodes")
     assert c.active() == {"n0": 0, "n1": 0, "n2": 0}, c.active()
+    for i in range(3):
+        c.wait_node(i, "online", timeout=60)
+    # the recovery pass reconciled the nodes again once it had failed the sessions
+    ok = wait_for(lambda: sorted(orphan_events(c, "--reap-orphans is off")) == orphans, 20, 0.3)
+    assert ok, (orphan_events(c, "--reap-orphans is off"), orphans, c.wp.log()[-3000:])
+    assert sorted(k for w in c.wolves for k in w.lobbies) == orphans
+    assert stops() == stops0, (stops(), stops0)
+    # Restart with --reap-orphans: the agents reconnect, reconciliation stops each orphan with
+    # its session's PIN (the fake refuses lobbies/stop without the right one).
+    rc = c.wp.stop()
+    assert rc == 0, (rc, c.wp.log()[-3000:])
+    c.extra_args = list(ARGS)
+    c.start_wolfpackd(port=port, state=state)
+    ok = wait_for(lambda: c.lobbies() == 0, 40, 0.3)
+    assert ok, ([list(w.lobbies) for w in c.wolves], c.wp.log()[-3000:])
+    reaped = c.psql("SELECT string_agg(data->>'lobby_id', ',' ORDER BY data->>'lobby_id') FROM events "
+                    "WHERE type = 'node.orphan_lobby_stopped' AND data->>'reaped' = 'true'")
+    assert sorted(reaped.split(",")) == orphans, (reaped, orphans)
+    pins = c.psql("SELECT count(*) FROM events e JOIN sessions s ON s.id::text = e.data->>'session_id' "
+                  "WHERE e.type = 'node.orphan_lobby_stopped' AND s.status = 'failed'")
+    assert int(pins) == len(orphans), pins
     for i in range(3):
         c.wait_node(i, "online", timeout=60)
     st, b = c.create()

@@ -11,8 +11,8 @@ PROTOCOL.md §2.2's errors; a second agent instance replaces the first
 (goaway replaced, 4001), the same instance again is a duplicate (4002); a
 token bound to another node id is refused (forbidden, 1008); revoking a
 token ends its tunnel within seconds; no hello within 10 s ends the tunnel
-(hello_timeout); garbage frames get a mux GoAway + protocol_error + 1002
-while wolfpackd keeps serving; SIGTERM sends goaway shutdown and wolfpackd
+(hello_timeout); garbage frames and bad hellos (gpu.vendor "mixed" included)
+get a mux GoAway / protocol_error + 1002 while wolfpackd keeps serving; SIGTERM sends goaway shutdown and wolfpackd
 exits 0. No token ever appears in the log.
 """
 import json
@@ -396,6 +396,16 @@ def test_garbage_frames(c):
     assert st == 101
     g = a.wait_goaway(5)
     assert g["reason"] == "protocol_error" and "node_id" in g.get("message", ""), g
+    # gpu.vendor is nvidia|amd|intel|none (PROTOCOL.md §4.2): "mixed" is refused like any unknown
+    for vendor in ("mixed", "NVIDIA"):
+        a = new_agent(c, "gpu-mixed", hello_extra={"gpu": {"vendor": vendor, "devices": []}})
+        st, _, _ = a.connect()
+        assert st == 101
+        g = a.wait_goaway(5)
+        assert g["reason"] == "protocol_error" and "gpu.vendor" in g.get("message", ""), g
+        assert "mixed" not in g["message"], g
+    st, _, n = call(c.wp, "GET", "/api/v1/nodes/gpu-mixed", c.admin)
+    assert st == 404, (st, n)  # a refused hello registers nothing
     # wolfpackd keeps serving, and the good tunnel is untouched
     st, _, _ = c.wp.get("/healthz")
     assert st == 200

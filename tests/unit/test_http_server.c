@@ -353,6 +353,16 @@ static void h_small_stream(wp_http_req *req, void *ud)
     WP_CHECK_EQ(wp_http_resp_end(req), 0);
 }
 
+/* streaming with a known length (proxies passing Content-Length through) */
+static void h_sized_stream(wp_http_req *req, void *ud)
+{
+    (void)ud;
+    WP_CHECK_EQ(wp_http_resp_begin_length(req, 200, "text/plain", 4), 0);
+    WP_CHECK_EQ(wp_http_resp_write(req, "ab", 2), 0);
+    WP_CHECK_EQ(wp_http_resp_write(req, "cd", 2), 0);
+    WP_CHECK_EQ(wp_http_resp_end(req), 0);
+}
+
 /* hijack */
 static void hj_data(wp_conn *c, const uint8_t *p, size_t n, void *ud)
 {
@@ -448,6 +458,7 @@ static int tsrv_start(tsrv *ts, const wp_http_limits *lim, wp_tls_conf *tls)
         wp_http_server_route(ts->s, "POST", "/upload", h_upload, ts, WP_HTTP_ROUTE_STREAM_BODY), 0);
     WP_CHECK_EQ(wp_http_server_route(ts->s, "GET", "/download", h_download, ts, 0), 0);
     WP_CHECK_EQ(wp_http_server_route(ts->s, "GET", "/small", h_small_stream, ts, 0), 0);
+    WP_CHECK_EQ(wp_http_server_route(ts->s, "GET", "/sized", h_sized_stream, ts, 0), 0);
     WP_CHECK_EQ(
         wp_http_server_route(ts->s, "GET", "/upgrade", h_upgrade, ts, WP_HTTP_ROUTE_UPGRADE), 0);
     WP_CHECK_EQ(wp_http_server_route(ts->s, "GET", "/noupgrade", h_upgrade_refuse, ts, 0), 0);
@@ -995,6 +1006,26 @@ WP_TEST(http_chunked_response_backpressure)
     tsrv_stop(&ts);
 }
 
+WP_TEST(http_stream_with_length)
+{
+    tsrv ts;
+    tsrv_start(&ts, NULL, NULL);
+    tcli c;
+    rparse rp;
+    /* Content-Length framing, and the connection stays usable for the next request */
+    exchange(&ts, S("GET /sized HTTP/1.1\r\n\r\nGET /small HTTP/1.1\r\n\r\n"), 0, 2, 0, &rp, &c);
+    WP_CHECK_EQ(rp.n, 2);
+    WP_CHECK_EQ(rp.r[0].status, 200);
+    WP_CHECK(!rp.r[0].chunked);
+    WP_CHECK(rp.r[0].has_cl);
+    WP_CHECK(body_is(&rp.r[0], "abcd"));
+    WP_CHECK(body_is(&rp.r[1], "abcd"));
+    rp_free(&rp);
+    tcli_close(&c);
+    tcli_free(&c);
+    tsrv_stop(&ts);
+}
+
 WP_TEST(http_async_and_abort)
 {
     tsrv ts;
@@ -1366,6 +1397,7 @@ int main(void)
     WP_RUN(http_idle_keepalive_close);
     WP_RUN(http_streaming_body_pause_resume);
     WP_RUN(http_chunked_response_backpressure);
+    WP_RUN(http_stream_with_length);
     WP_RUN(http_async_and_abort);
     WP_RUN(http_hijack_upgrade);
     WP_RUN(http_head_and_http10);

@@ -37,6 +37,38 @@ WP_TEST(na_node_id)
     WP_CHECK(!na_node_id_valid(long_id));
 }
 
+WP_TEST(na_sandbox_flags)
+{
+    na_config c;
+    char err[256];
+    char *def[] = {"a", "--node-id", "n1"};
+    WP_CHECK_EQ(parse(&c, 3, def, err), 0);
+    WP_CHECK_EQ(c.nsandbox_ports, 0u); /* sandbox disabled by default */
+    WP_CHECK_STR(c.sandbox_name_pattern, "wolfpack-*");
+    WP_CHECK(c.sandbox_address == NULL);
+    na_config_free(&c);
+    char *ok[] = {"a",        "--node-id",         "n1",       "--sandbox-port",
+                  "9876",     "--sandbox-port",    "5900",     "--sandbox-name-pattern",
+                  "sess-?-*", "--sandbox-address", "127.0.0.1"};
+    WP_CHECK_EQ(parse(&c, 11, ok, err), 0);
+    WP_CHECK_EQ(c.nsandbox_ports, 2u);
+    WP_CHECK_EQ(c.sandbox_ports[0], 9876);
+    WP_CHECK_EQ(c.sandbox_ports[1], 5900);
+    WP_CHECK_STR(c.sandbox_name_pattern, "sess-?-*");
+    WP_CHECK_STR(c.sandbox_address, "127.0.0.1");
+    na_config_free(&c);
+    const char *bad[][2] = {{"--sandbox-port", "0"},        {"--sandbox-port", "65536"},
+                            {"--sandbox-port", "12x"},      {"--sandbox-port", ""},
+                            {"--sandbox-name-pattern", ""}, {"--sandbox-name-pattern", "a/b"},
+                            {"--sandbox-address", "a b"},   {"--sandbox-address", "x;rm"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *argv[] = {"a", "--node-id", "n1", (char *)bad[i][0], (char *)bad[i][1]};
+        WP_CHECK_EQ(parse(&c, 5, argv, err), WP_ERR_INVAL);
+        WP_CHECK(strstr(err, bad[i][0] + 2) != NULL);
+        na_config_free(&c);
+    }
+}
+
 WP_TEST(na_defaults_and_overrides)
 {
     na_config c;
@@ -130,6 +162,7 @@ WP_TEST(na_pin_and_commands)
 int main(void)
 {
     WP_RUN(na_node_id);
+    WP_RUN(na_sandbox_flags);
     WP_RUN(na_defaults_and_overrides);
     WP_RUN(na_rejects);
     WP_RUN(na_pin_and_commands);
