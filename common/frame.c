@@ -73,7 +73,7 @@ int wp_frame_hdr_check(const wp_frame_hdr *h)
     case WP_FRAME_TYPE_WINDOW_UPDATE:
         if (h->stream_id == 0 || (h->stream_id & 1u))
             return WP_ERR_PROTO;
-        if (h->length > WP_STREAM_INITIAL_WINDOW)
+        if (h->length > WP_STREAM_WINDOW_LIMIT)
             return WP_ERR_PROTO;
         if ((h->flags & WP_FRAME_FLAG_RST) && h->length != 0)
             return WP_ERR_PROTO;

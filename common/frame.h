@@ -7,7 +7,7 @@
  *     (PROTOCOL.md §5.2 table): version, type, flag set per type, stream id
  *     (0 for Ping/GoAway, even and nonzero for Data/WindowUpdate), Data length
  *     <= WP_FRAME_MAX_DATA (and >= WP_PREAMBLE_MIN_FRAME with SYN),
- *     WindowUpdate delta <= WP_STREAM_INITIAL_WINDOW (0 with RST).
+ *     WindowUpdate delta <= WP_STREAM_WINDOW_LIMIT (2^31-1; 0 with RST).
  *     Checks that need state belong to the multiplexer (§5.4): SYN on a used
  *     id or at the server, frames for never-opened ids, window overrun, data
  *     after FIN, ACK ordering, Ping ACK matching, GoAway code meaning.
@@ -156,7 +156,7 @@ int wp_frame_put_data(wp_buf *buf, uint32_t stream_id, uint16_t flags, const voi
 int wp_frame_put_open(wp_buf *buf, uint32_t stream_id, const char *json, size_t json_len,
                       const void *data, size_t len, int fin);
 
-/* WindowUpdate: flags 0, ACK, FIN, ACK|FIN or RST (delta 0); delta <= WP_STREAM_INITIAL_WINDOW. */
+/* WindowUpdate: flags 0, ACK, FIN, ACK|FIN or RST (delta 0); delta <= WP_STREAM_WINDOW_LIMIT. */
 int wp_frame_put_window_update(wp_buf *buf, uint32_t stream_id, uint16_t flags, uint32_t delta);
 
 /* Ping on stream 0: flags exactly WP_FRAME_FLAG_SYN (request) or WP_FRAME_FLAG_ACK (response). */

@@ -69,6 +69,8 @@ typedef struct mux_stream {
     size_t preamble_len;
     wp_buf sendq;
     uint32_t send_window, recv_window, credit;
+    uint32_t win;       /* receive window granted to the peer: initial, grows (§7.1) */
+    uint64_t win_epoch; /* when the last credit left (or the stream opened) */
     size_t unconsumed;
     uint64_t last_active, open_deadline;
 } mux_stream;
@@ -96,6 +98,7 @@ struct wp_mux {
     size_t ctrl_cap, ctrl_head, ctrl_len;
 
     size_t sendq_total, unconsumed_total;
+    size_t recv_granted; /* sum of the streams' receive windows (win) */
 
     int clock_started, ping_outstanding;
     uint64_t now, last_rx, ping_sent, stream_deadline;
@@ -147,9 +150,22 @@ static size_t min_sz(size_t a, size_t b)
     return a < b ? a : b;
 }
 
-static uint32_t mux_threshold(const wp_mux *m)
+/* Credit is returned once half the stream's current receive window is consumed. */
+static uint32_t stream_threshold(const mux_stream *s)
 {
-    return m->cfg.initial_window / 2;
+    return s->win / 2;
+}
+
+/* Largest send window the peer may give us (what this end announced). */
+static uint32_t mux_send_max(const wp_mux *m)
+{
+    return m->cfg.send_window_max ? m->cfg.send_window_max : m->cfg.initial_window;
+}
+
+/* Largest receive window this end grants (at most what the peer announced). */
+static uint32_t mux_recv_max(const wp_mux *m)
+{
+    return m->cfg.recv_window_max ? m->cfg.recv_window_max : m->cfg.initial_window;
 }
 
 /* ---- config ---- */
@@ -167,6 +183,9 @@ void wp_mux_config_default(wp_mux_config *cfg)
     cfg->dead_timeout_ms = WP_DEAD_TIMEOUT_MS;
     cfg->reap_timeout_ms = WP_REAP_TIMEOUT_MS;
     cfg->open_ack_timeout_ms = WP_OPEN_ACK_TIMEOUT_MS;
+    cfg->send_window_max = WP_STREAM_WINDOW_MAX;
+    cfg->recv_window_max = 0; /* the peer's stream_window_max is not known yet */
+    cfg->window_grow_ms = WP_WINDOW_GROW_MS;
 }
 
 int wp_mux_config_check(const wp_mux_config *c)
@@ -179,6 +198,11 @@ int wp_mux_config_check(const wp_mux_config *c)
         c->initial_window > WP_STREAM_INITIAL_WINDOW)
         return WP_ERR_CONFIG;
     if (c->write_slack > WP_STREAM_INITIAL_WINDOW)
+        return WP_ERR_CONFIG;
+    if ((c->send_window_max && (c->send_window_max < c->initial_window ||
+                                c->send_window_max > WP_STREAM_WINDOW_LIMIT)) ||
+        (c->recv_window_max && (c->recv_window_max < c->initial_window ||
+                                c->recv_window_max > WP_STREAM_WINDOW_LIMIT)))
         return WP_ERR_CONFIG;
     if (c->max_streams < 1 || c->max_streams > 65536 || c->max_pending_syn < 1)
         return WP_ERR_CONFIG;
@@ -381,6 +405,8 @@ static void stream_detach(wp_mux *m, mux_stream *s)
     wp_buf_free(&s->sendq);
     m->unconsumed_total -= s->unconsumed;
     s->unconsumed = 0;
+    m->recv_granted -= s->win;
+    s->win = 0;
     if (s->pending) {
         s->pending = 0;
         m->n_pending--;
@@ -554,7 +580,12 @@ static int mux_leave(wp_mux *m, int rc)
             break;
         if (mux_wake_budget(m))
             continue;
-        if (m->armed && m->cbs.on_writable && mux_want(m)) {
+        if (!mux_want(m)) {
+            /* Output is empty, whatever emptied it: a pull, or the peer's RST
+             * discarding a stream's queued data. The owner stops pulling when
+             * wp_mux_want_pull() is 0, so the next output must call it back. */
+            m->armed = 1;
+        } else if (m->armed && m->cbs.on_writable) {
             m->armed = 0;
             m->cbs.on_writable(m, m->ud);
             continue;
@@ -759,9 +790,12 @@ static void mux_on_syn(wp_mux *m, const wp_frame *f)
     link_init(&s->rr);
     link_init(&s->blk);
     link_init(&s->stamp);
-    wp_buf_init(&s->sendq, (size_t)m->cfg.initial_window + m->cfg.write_slack);
+    wp_buf_init(&s->sendq, (size_t)mux_send_max(m) + m->cfg.write_slack);
     s->send_window = m->cfg.initial_window;
     s->recv_window = m->cfg.initial_window - (uint32_t)f->payload_len;
+    s->win = m->cfg.initial_window;
+    s->win_epoch = m->now;
+    m->recv_granted += s->win;
     s->credit = (uint32_t)pre; /* the preamble counts as consumed once parsed (§6.2) */
     s->pending = 1;
     s->last_active = m->now;
@@ -856,10 +890,10 @@ static void mux_on_window_update(wp_mux *m, const wp_frame *f)
         return;
     }
     if (delta) {
-        if ((uint64_t)s->send_window + delta > m->cfg.initial_window) {
+        if ((uint64_t)s->send_window + delta > mux_send_max(m)) {
             mux_fail(m, WP_ERR_PROTO, WP_GOAWAY_PROTO_ERROR,
                      "WindowUpdate on stream %u raises the window to %llu, above %u", id,
-                     (unsigned long long)s->send_window + delta, m->cfg.initial_window);
+                     (unsigned long long)s->send_window + delta, mux_send_max(m));
             return;
         }
         s->send_window += delta;
@@ -1039,6 +1073,41 @@ void wp_mux_touch(wp_mux *m, uint64_t now_ms)
 
 /* ---- output ---- */
 
+/*
+ * Receive-window auto-tuning (PROTOCOL.md §7.1), decided when credit leaves:
+ * if the half window just credited was consumed within max(window_grow_ms,
+ * 2 x RTT) of the previous credit (or the open), the window was what limited
+ * the stream, so it doubles (the extra rides on this WindowUpdate), up to
+ * recv_window_max and only while the sum of all streams' windows stays within
+ * max_buffered. A reader that does not keep up never grows its window. The
+ * times are the last feed/tick (pull knows no clock): late, never early.
+ * Returns the bytes to add to the window (0: no growth).
+ */
+static uint32_t stream_grow(wp_mux *m, mux_stream *s)
+{
+    uint64_t elapsed = m->now - s->win_epoch, lim = m->cfg.window_grow_ms;
+    s->win_epoch = m->now;
+    uint32_t max = mux_recv_max(m);
+    if (s->win >= max)
+        return 0;
+    if (m->rtt > 0 && (uint64_t)m->rtt * 2 > lim)
+        lim = (uint64_t)m->rtt * 2;
+    if (elapsed >= lim)
+        return 0;
+    uint32_t add = max - s->win < s->win ? max - s->win : s->win;
+    if (m->recv_granted + add > m->cfg.max_buffered)
+        return 0;
+    s->win += add;
+    m->recv_granted += add;
+    return add;
+}
+
+static void stream_grow_undo(wp_mux *m, mux_stream *s, uint32_t add)
+{
+    s->win -= add;
+    m->recv_granted -= add;
+}
+
 /* Appends one control frame: 1 appended, 0 moot (nothing to send), or an error. */
 static int mux_emit_ctrl(wp_mux *m, wp_buf *out, const mux_ctrl *c)
 {
@@ -1056,16 +1125,19 @@ static int mux_emit_ctrl(wp_mux *m, wp_buf *out, const mux_ctrl *c)
         if (!s)
             return 0;
         uint16_t flags = s->ack_pending ? WP_FRAME_FLAG_ACK : 0;
-        uint32_t delta = (!s->remote_fin && s->credit >= mux_threshold(m)) ? s->credit : 0;
+        uint32_t delta = (!s->remote_fin && s->credit >= stream_threshold(s)) ? s->credit : 0;
         if (!flags && !delta) {
             s->wu_queued = 0;
             return 0;
         }
-        if (wp_frame_put_window_update(out, s->id, flags, delta) < 0)
+        uint32_t grow = delta ? stream_grow(m, s) : 0;
+        if (wp_frame_put_window_update(out, s->id, flags, delta + grow) < 0) {
+            stream_grow_undo(m, s, grow);
             return WP_ERR_NOMEM;
+        }
         s->wu_queued = 0;
         s->ack_pending = 0;
-        s->recv_window += delta;
+        s->recv_window += delta + grow;
         s->credit -= delta;
         return 1;
     }
@@ -1392,11 +1464,14 @@ int wp_mux_open(wp_mux *m, const char *json, size_t len, void *stream_ud, uint32
     link_init(&s->rr);
     link_init(&s->blk);
     link_init(&s->stamp);
-    wp_buf_init(&s->sendq, (size_t)m->cfg.initial_window + m->cfg.write_slack);
+    wp_buf_init(&s->sendq, (size_t)mux_send_max(m) + m->cfg.write_slack);
     s->preamble = pre;
     s->preamble_len = len;
     s->send_window = m->cfg.initial_window;
     s->recv_window = m->cfg.initial_window;
+    s->win = m->cfg.initial_window;
+    s->win_epoch = m->now;
+    m->recv_granted += s->win;
     s->pending = 1;
     s->syn_pending = 1;
     s->open_unstamped = 1;
@@ -1535,7 +1610,7 @@ int wp_mux_consumed(wp_mux *m, uint32_t id, size_t n)
         m->unconsumed_total -= n;
         s->credit += (uint32_t)n;
         /* before the accept, the ACK will carry the credit; after FIN none is needed */
-        if (!s->remote_fin && !s->pending && !s->wu_queued && s->credit >= mux_threshold(m)) {
+        if (!s->remote_fin && !s->pending && !s->wu_queued && s->credit >= stream_threshold(s)) {
             rc = mux_ctrl_push(m, CTRL_WU, id, 0);
             if (rc < 0)
                 mux_fail_local(m, rc);
@@ -1571,6 +1646,7 @@ int wp_mux_stream_stats_get(const wp_mux *m, uint32_t id, wp_mux_stream_stats *o
     out->send_window = s->send_window;
     out->recv_window = s->recv_window;
     out->credit_pending = s->credit;
+    out->window = s->win;
     out->queued = wp_buf_len(&s->sendq);
     out->unconsumed = s->unconsumed;
     out->pending = s->pending;

@@ -29,7 +29,9 @@
  * with wp_mux_reset (or wp_mux_free): owner-initiated ends never call back.
  *
  * Output and on_writable (edge-triggered): the mux is "armed" at creation and
- * whenever a wp_mux_pull returns with nothing left to pull. When output becomes
+ * whenever a call returns with nothing left to pull (after a wp_mux_pull that
+ * emptied the output, or after the peer's RST discarded the only queued data:
+ * wp_mux_want_pull() is then 0 and the owner stops pulling). When output becomes
  * available while armed, the mux disarms and calls on_writable once. After
  * that the owner must keep calling wp_mux_pull until wp_mux_want_pull() is 0
  * (or pull returns 0); if it stops earlier because its transport is full, it
@@ -99,8 +101,16 @@ const char *wp_mux_close_reason_name(int reason);
 /*
  * Limits and timers. wp_mux_config_default fills the PROTOCOL.md values;
  * tests shrink them. initial_window must be the same at both ends (v1 fixes
- * it at WP_STREAM_INITIAL_WINDOW); credit is returned in batches of
- * initial_window / 2.
+ * it at WP_STREAM_INITIAL_WINDOW); credit is returned in batches of half the
+ * stream's current receive window.
+ *
+ * Window growth (PROTOCOL.md §7.1): send_window_max is what this end accepts
+ * as a sender and announces as `stream_window_max` in hello/welcome (a
+ * WindowUpdate raising a send window above it is a protocol error);
+ * recv_window_max is how far this end grows its receive windows, and must
+ * not exceed what the peer announced. 0 means initial_window (for
+ * recv_window_max: never grow; the default, since the peer's value is known
+ * only from its hello/welcome).
  */
 typedef struct wp_mux_config {
     uint32_t initial_window;      /* per stream per direction; max_data..WP_STREAM_INITIAL_WINDOW */
@@ -114,6 +124,9 @@ typedef struct wp_mux_config {
     uint64_t dead_timeout_ms;     /* nothing received for this long: dead */
     uint64_t reap_timeout_ms;     /* half-closed stream without Data for this long: RST */
     uint64_t open_ack_timeout_ms; /* client: wait this long for ACK/RST after the SYN */
+    uint32_t send_window_max;     /* 0 or initial_window..WP_STREAM_WINDOW_LIMIT (default _MAX) */
+    uint32_t recv_window_max;     /* 0 or initial_window..WP_STREAM_WINDOW_LIMIT (default 0) */
+    uint64_t window_grow_ms;      /* grow when half a window is consumed faster (and < 2 RTT) */
 } wp_mux_config;
 
 /* Fills *cfg with the PROTOCOL.md defaults (proto.h). Never fails. */
@@ -173,6 +186,7 @@ typedef struct wp_mux_stream_stats {
     uint32_t send_window;    /* bytes this end may still send (peer's credit) */
     uint32_t recv_window;    /* bytes the peer may still send */
     uint32_t credit_pending; /* consumed but not yet returned with a WindowUpdate */
+    uint32_t window;         /* receive window granted to the peer (initial, or grown) */
     size_t queued;           /* written, not yet pulled */
     size_t unconsumed;       /* delivered by on_stream_data, not yet consumed */
     int pending;             /* client: not ACKed yet; server: not accepted yet */
@@ -364,8 +378,10 @@ int wp_mux_close_write(wp_mux *m, uint32_t id);
 /*
  * n bytes delivered by on_stream_data have left the owner's buffers (written
  * to the local socket / handed to the consumer). Credit is returned only now,
- * in one WindowUpdate once initial_window / 2 bytes are consumed (not after
- * the peer's FIN; before wp_mux_accept it waits for the ACK). Returns 0,
+ * in one WindowUpdate once half the stream's window is consumed (not after
+ * the peer's FIN; before wp_mux_accept it waits for the ACK). That
+ * WindowUpdate may also grow the window (see wp_mux_config): the owner must
+ * then hold up to recv_window_max unconsumed bytes per stream. Returns 0,
  * WP_ERR_NOT_FOUND (stream gone: nothing to do),
  * WP_ERR_INVAL (n > bytes delivered and not consumed), WP_ERR_CLOSED,
  * WP_ERR_LIMIT (control queue full: the session fails with GoAway 2).

@@ -1,6 +1,7 @@
 /*
  * tls_mbedtls.c — the mbedTLS backend of common/tls.h (WP_TLS_BACKEND=mbedtls):
- * TLS sessions over memory buffers. The pin helpers live in tls_pin.c.
+ * TLS sessions over memory buffers. The pin helpers live in tls_pin.c, the
+ * backend-neutral checks and error reasons in tls_common.c (tls_internal.h).
  *
  * A wp_tls never touches a socket: the mbedTLS BIO callbacks read ciphertext
  * from the session's bounded in-buffer (WANT_READ when empty) and append
@@ -34,7 +35,6 @@
 #include <mbedtls/error.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
-#include <mbedtls/sha256.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
 #include <mbedtls/version.h>
@@ -43,6 +43,7 @@
 #include "crypto.h"
 #include "err.h"
 #include "tls.h"
+#include "tls_internal.h"
 
 #if MBEDTLS_VERSION_MAJOR >= 3
 #define WP_CRT_FIELD(c, f) ((c)->MBEDTLS_PRIVATE(f))
@@ -57,102 +58,31 @@
 #define WP_TLS_NATIVE_IP_SAN 0
 #endif
 
-#define WP_TLS_RECORD_OVERHEAD 64 /* header + explicit IV + AEAD tag, generously */
-#define WP_TLS_ERR_MAX         200
-#define WP_TLS_NAME_MAX        255
-#define WP_TLS_SPKI_MAX        4096
-
-static const char *const wp_tls_system_bundles[] = {
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-};
-
 struct wp_tls_conf {
-    int refs; /* loop-thread only: no atomics */
-    int is_server;
+    wp_tls_conf_base b; /* first (tls_internal.h) */
     mbedtls_ssl_config ssl;
     mbedtls_x509_crt chain; /* server: own chain; client: CA chain */
     mbedtls_pk_context key;
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg;
     int ciphersuites[8]; /* zero-terminated, referenced by ssl */
-    int has_pin;
-    uint8_t pin[WP_SHA256_LEN];
-    int insecure;
 };
 
 struct wp_tls {
-    wp_tls_conf *conf;
+    wp_tls_base b; /* first (tls_internal.h) */
     mbedtls_ssl_context ssl;
     wp_buf in;
-    wp_buf out;
-    int hs_done;
-    int failed;       /* sticky WP_ERR_* after a fatal error, 0 otherwise */
-    int out_overflow; /* the send callback found the out-buffer full */
-    int pin_matched;  /* pin mode: some presented certificate matched */
-    int pin_mismatch; /* pin mode: the callback rejected the chain */
-    int peer_closed;  /* close_notify received */
-    size_t ip_len;    /* server_name is an IP literal of this many bytes */
+    size_t ip_len; /* server_name is an IP literal of this many bytes */
     uint8_t ip[16];
-    char last_error[WP_TLS_ERR_MAX];
 };
 
 /* ---- helpers ---- */
-
-static void wp_tls_errf(char *err, size_t cap, const char *what, const char *detail)
-{
-    if (err && cap)
-        snprintf(err, cap, "%s%s%s", what, detail && *detail ? ": " : "", detail ? detail : "");
-}
 
 static void wp_tls_mbed_reason(int ret, char *out, size_t cap)
 {
     char tmp[WP_TLS_ERR_MAX - 32];
     mbedtls_strerror(ret, tmp, sizeof(tmp));
     snprintf(out, cap, "%s (-0x%04x)", tmp, (unsigned)-ret);
-}
-
-static int wp_tls_file_err(int ret)
-{
-    if (ret == MBEDTLS_ERR_PK_FILE_IO_ERROR || ret == MBEDTLS_ERR_X509_FILE_IO_ERROR)
-        return WP_ERR_IO;
-    if (ret == MBEDTLS_ERR_PK_ALLOC_FAILED || ret == MBEDTLS_ERR_X509_ALLOC_FAILED)
-        return WP_ERR_NOMEM;
-    return WP_ERR_TLS;
-}
-
-static int wp_tls_sha256(const uint8_t *p, size_t n, uint8_t out[WP_SHA256_LEN])
-{
-#if MBEDTLS_VERSION_MAJOR >= 3
-    return mbedtls_sha256(p, n, out, 0) == 0 ? 0 : WP_ERR_CRYPTO;
-#else
-    return mbedtls_sha256_ret(p, n, out, 0) == 0 ? 0 : WP_ERR_CRYPTO;
-#endif
-}
-
-/* SHA-256 over the DER SubjectPublicKeyInfo of one certificate. */
-static int wp_tls_spki_hash(const mbedtls_x509_crt *crt, uint8_t out[WP_SHA256_LEN])
-{
-    const mbedtls_x509_buf *raw = &WP_CRT_FIELD(crt, pk_raw);
-    if (raw->p && raw->len)
-        return wp_tls_sha256(raw->p, raw->len, out);
-    /* Fallback: re-encode. pk_write_pubkey_der writes at the END of buf. */
-    unsigned char *buf = malloc(WP_TLS_SPKI_MAX);
-    if (!buf)
-        return WP_ERR_NOMEM;
-    int n = mbedtls_pk_write_pubkey_der((mbedtls_pk_context *)&crt->pk, buf, WP_TLS_SPKI_MAX);
-    int rc = n > 0 ? wp_tls_sha256(buf + WP_TLS_SPKI_MAX - n, (size_t)n, out) : WP_ERR_TLS;
-    free(buf);
-    return rc;
-}
-
-static int wp_tls_pin_eq(const uint8_t *a, const uint8_t *b)
-{
-    uint8_t d = 0;
-    for (size_t i = 0; i < WP_SHA256_LEN; i++)
-        d |= (uint8_t)(a[i] ^ b[i]);
-    return d == 0;
 }
 
 /*
@@ -223,10 +153,10 @@ static int wp_tls_crt_has_ip_san(const mbedtls_x509_crt *crt, const uint8_t *ip,
 static int wp_tls_pin_check_chain(const wp_tls_conf *c, mbedtls_x509_crt *crt)
 {
     uint8_t h[WP_SHA256_LEN];
-    if (wp_tls_spki_hash(crt, h) == 0 && wp_tls_pin_eq(h, c->pin))
+    if (wp_tls_mbed_spki_hash(crt, h) == 0 && wp_tls_pin_eq(h, c->b.pin))
         return 1;
     for (const mbedtls_x509_crt *cur = crt->next; cur && cur->raw.p; cur = cur->next) {
-        if (wp_tls_spki_hash(cur, h) != 0 || !wp_tls_pin_eq(h, c->pin))
+        if (wp_tls_mbed_spki_hash(cur, h) != 0 || !wp_tls_pin_eq(h, c->b.pin))
             continue;
         mbedtls_x509_crt anchor;
         uint32_t vflags = 0;
@@ -247,18 +177,18 @@ static int wp_tls_pin_check_chain(const wp_tls_conf *c, mbedtls_x509_crt *crt)
 static int wp_tls_verify_cb(void *arg, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 {
     wp_tls *t = arg;
-    wp_tls_conf *c = t->conf;
-    if (c->has_pin) {
+    wp_tls_conf *c = t->b.conf;
+    if (c->b.has_pin) {
         /* The pin (checked below against the chain it anchors) replaces the system trust
          * store and the host name: those errors do not apply in pin mode. */
         *flags = 0;
         if (depth != 0)
             return 0;
         if (wp_tls_pin_check_chain(c, crt)) {
-            t->pin_matched = 1;
+            t->b.pin_matched = 1;
             return 0;
         }
-        t->pin_mismatch = 1;
+        t->b.pin_mismatch = 1;
         return MBEDTLS_ERR_X509_FATAL_ERROR; /* abort the handshake now */
     }
     if (depth == 0 && t->ip_len && !WP_TLS_NATIVE_IP_SAN &&
@@ -273,9 +203,9 @@ static int wp_tls_bio_send(void *arg, const unsigned char *p, size_t n)
     wp_tls *t = arg;
     if (n > INT_MAX)
         n = INT_MAX;
-    int rc = wp_buf_put(&t->out, p, n);
+    int rc = wp_buf_put(&t->b.out, p, n);
     if (rc != 0) {
-        t->out_overflow = 1;
+        t->b.out_overflow = 1;
         return MBEDTLS_ERR_SSL_ALLOC_FAILED;
     }
     return (int)n;
@@ -300,16 +230,9 @@ static int wp_tls_bio_recv(void *arg, unsigned char *p, size_t n)
 /* Records a fatal mbedTLS error on the session and returns the sticky WP_ERR_*. */
 static int wp_tls_fail(wp_tls *t, int ret)
 {
-    if (t->out_overflow) {
-        snprintf(t->last_error, sizeof(t->last_error), "TLS out-buffer full");
-        t->failed = WP_ERR_TLS;
-        return t->failed;
-    }
-    if (t->pin_mismatch) {
-        snprintf(t->last_error, sizeof(t->last_error), "certificate pin mismatch");
-        t->failed = WP_ERR_VERIFY;
-        return t->failed;
-    }
+    int rc = wp_tls_fail_known(&t->b);
+    if (rc)
+        return rc;
     if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
         char info[WP_TLS_ERR_MAX];
         uint32_t flags = mbedtls_ssl_get_verify_result(&t->ssl);
@@ -322,20 +245,20 @@ static int wp_tls_fail(wp_tls *t, int ret)
         for (char *q = info; *q; q++)
             if (*q == '\n')
                 *q = ';';
-        /* PROTOCOL.md §2.1 names the reasons: say those words first. */
-        const char *why = (flags & MBEDTLS_X509_BADCERT_EXPIRED)       ? "certificate expired"
-                          : (flags & MBEDTLS_X509_BADCERT_FUTURE)      ? "certificate not yet valid"
-                          : (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED) ? "unknown CA"
-                          : (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH) ? "name mismatch"
-                                                                       : "verification failed";
-        snprintf(t->last_error, sizeof(t->last_error), "%s (%s)", why,
-                 info[0] ? info : "no details");
-        t->failed = WP_ERR_VERIFY;
-        return t->failed;
+        unsigned vf = 0;
+        if (flags & MBEDTLS_X509_BADCERT_EXPIRED)
+            vf |= WP_TLS_VF_EXPIRED;
+        if (flags & MBEDTLS_X509_BADCERT_FUTURE)
+            vf |= WP_TLS_VF_FUTURE;
+        if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED)
+            vf |= WP_TLS_VF_UNTRUSTED;
+        if (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH)
+            vf |= WP_TLS_VF_NAME;
+        return wp_tls_fail_verify(&t->b, vf, info);
     }
-    wp_tls_mbed_reason(ret, t->last_error, sizeof(t->last_error));
-    t->failed = WP_ERR_TLS;
-    return t->failed;
+    wp_tls_mbed_reason(ret, t->b.last_error, sizeof(t->b.last_error));
+    t->b.failed = WP_ERR_TLS;
+    return t->b.failed;
 }
 
 /* ---- conf ---- */
@@ -348,8 +271,8 @@ static wp_tls_conf *wp_tls_conf_alloc(int endpoint, char *err, size_t cap, int *
         wp_tls_errf(err, cap, "out of memory", NULL);
         return NULL;
     }
-    c->refs = 1;
-    c->is_server = endpoint == MBEDTLS_SSL_IS_SERVER;
+    c->b.refs = 1;
+    c->b.is_server = endpoint == MBEDTLS_SSL_IS_SERVER;
     mbedtls_ssl_config_init(&c->ssl);
     mbedtls_x509_crt_init(&c->chain);
     mbedtls_pk_init(&c->key);
@@ -416,44 +339,51 @@ fail:
     return NULL;
 }
 
+/*
+ * Parses every certificate of a PEM file into chain. 0, or WP_ERR_IO/NOMEM/TLS
+ * with err = "<what> <path>: <reason>".
+ */
+static int wp_tls_load_chain(mbedtls_x509_crt *chain, const char *what, const char *path, char *err,
+                             size_t cap)
+{
+    int ret = mbedtls_x509_crt_parse_file(chain, path);
+    if (ret == 0)
+        return 0;
+    char why[WP_TLS_ERR_MAX];
+    if (ret < 0)
+        wp_tls_mbed_reason(ret, why, sizeof(why));
+    else
+        snprintf(why, sizeof(why), "%d certificate(s) could not be parsed", ret);
+    wp_tls_errf_file(err, cap, what, path, why);
+    return ret < 0 ? wp_tls_mbed_file_err(ret) : WP_ERR_TLS;
+}
+
 int wp_tls_conf_server_new(wp_tls_conf **out, const char *cert_file, const char *key_file,
                            char *err, size_t cap)
 {
-    if (err && cap)
-        err[0] = '\0';
-    if (!out || !cert_file || !key_file) {
-        wp_tls_errf(err, cap, "missing certificate or key file", NULL);
-        return WP_ERR_INVAL;
-    }
-    int rc = 0;
+    int rc =
+        wp_tls_conf_args(out && cert_file && key_file, "missing certificate or key file", err, cap);
+    if (rc)
+        return rc;
     wp_tls_conf *c = wp_tls_conf_alloc(MBEDTLS_SSL_IS_SERVER, err, cap, &rc);
     if (!c)
         return rc;
     char why[WP_TLS_ERR_MAX];
-    char what[WP_TLS_ERR_MAX + 64];
 
-    int ret = mbedtls_x509_crt_parse_file(&c->chain, cert_file);
-    if (ret != 0) {
-        rc = ret < 0 ? wp_tls_file_err(ret) : WP_ERR_TLS;
-        if (ret < 0)
-            wp_tls_mbed_reason(ret, why, sizeof(why));
-        else
-            snprintf(why, sizeof(why), "%d certificate(s) could not be parsed", ret);
-        snprintf(what, sizeof(what), "cannot load certificate %s", cert_file);
-        wp_tls_errf(err, cap, what, why);
+    rc = wp_tls_load_chain(&c->chain, "cannot load certificate", cert_file, err, cap);
+    if (rc)
         goto fail;
-    }
+    int ret;
 #if MBEDTLS_VERSION_MAJOR >= 3
     ret = mbedtls_pk_parse_keyfile(&c->key, key_file, NULL, mbedtls_ctr_drbg_random, &c->drbg);
 #else
     ret = mbedtls_pk_parse_keyfile(&c->key, key_file, NULL);
 #endif
     if (ret != 0) {
-        rc = wp_tls_file_err(ret);
+        rc = wp_tls_mbed_file_err(ret);
         /* mbedTLS key errors never echo key bytes; the code text is safe. */
         wp_tls_mbed_reason(ret, why, sizeof(why));
-        snprintf(what, sizeof(what), "cannot load private key %s", key_file);
-        wp_tls_errf(err, cap, what, why);
+        wp_tls_errf_file(err, cap, "cannot load private key", key_file, why);
         goto fail;
     }
 #if MBEDTLS_VERSION_MAJOR >= 3
@@ -484,45 +414,27 @@ fail:
 
 int wp_tls_conf_client_new(wp_tls_conf **out, const wp_tls_client_opts *opts, char *err, size_t cap)
 {
-    if (err && cap)
-        err[0] = '\0';
-    if (!out || !opts) {
-        wp_tls_errf(err, cap, "missing client options", NULL);
-        return WP_ERR_INVAL;
-    }
-    int rc = 0;
+    int rc = wp_tls_conf_args(out && opts, "missing client options", err, cap);
+    if (rc)
+        return rc;
     wp_tls_conf *c = wp_tls_conf_alloc(MBEDTLS_SSL_IS_CLIENT, err, cap, &rc);
     if (!c)
         return rc;
-    char why[WP_TLS_ERR_MAX];
-    char what[WP_TLS_ERR_MAX + 64];
 
-    if (opts->insecure_skip_verify) {
-        c->insecure = 1;
+    int mode = wp_tls_conf_base_client(&c->b, opts);
+    if (mode == WP_TLS_VERIFY_INSECURE) {
         mbedtls_ssl_conf_authmode(&c->ssl, MBEDTLS_SSL_VERIFY_NONE);
-    } else if (opts->pin) {
-        c->has_pin = 1;
-        memcpy(c->pin, opts->pin, WP_SHA256_LEN);
+    } else if (mode == WP_TLS_VERIFY_PIN) {
         mbedtls_ssl_conf_authmode(&c->ssl, MBEDTLS_SSL_VERIFY_OPTIONAL);
     } else {
-        int ret;
         if (opts->ca_file) {
-            ret = mbedtls_x509_crt_parse_file(&c->chain, opts->ca_file);
-            if (ret != 0) {
-                rc = ret < 0 ? wp_tls_file_err(ret) : WP_ERR_TLS;
-                if (ret < 0)
-                    wp_tls_mbed_reason(ret, why, sizeof(why));
-                else
-                    snprintf(why, sizeof(why), "%d certificate(s) could not be parsed", ret);
-                snprintf(what, sizeof(what), "cannot load CA file %s", opts->ca_file);
-                wp_tls_errf(err, cap, what, why);
+            rc = wp_tls_load_chain(&c->chain, "cannot load CA file", opts->ca_file, err, cap);
+            if (rc)
                 goto fail;
-            }
         } else {
             /* System bundle: tolerate a few unparsable entries, need at least one. */
-            ret = MBEDTLS_ERR_X509_FILE_IO_ERROR;
-            for (size_t i = 0; i < sizeof(wp_tls_system_bundles) / sizeof(char *); i++) {
-                ret = mbedtls_x509_crt_parse_file(&c->chain, wp_tls_system_bundles[i]);
+            for (size_t i = 0; i < wp_tls_system_bundle_count; i++) {
+                int ret = mbedtls_x509_crt_parse_file(&c->chain, wp_tls_system_bundles[i]);
                 if (ret >= 0 && c->chain.raw.p)
                     break;
             }
@@ -543,15 +455,9 @@ fail:
     return rc;
 }
 
-void wp_tls_conf_ref(wp_tls_conf *c)
-{
-    if (c)
-        c->refs++;
-}
-
 void wp_tls_conf_unref(wp_tls_conf *c)
 {
-    if (!c || --c->refs > 0)
+    if (!c || --c->b.refs > 0)
         return;
     mbedtls_ssl_config_free(&c->ssl);
     mbedtls_x509_crt_free(&c->chain);
@@ -566,26 +472,19 @@ void wp_tls_conf_unref(wp_tls_conf *c)
 
 int wp_tls_new(wp_tls **out, wp_tls_conf *conf, const char *server_name)
 {
-    if (!out || !conf)
-        return WP_ERR_INVAL;
-    if (server_name && (!*server_name || strlen(server_name) > WP_TLS_NAME_MAX))
-        return WP_ERR_INVAL;
-    /* A verifying client without a pin needs a name to check. */
-    if (!conf->is_server && !conf->insecure && !conf->has_pin && !server_name)
+    if (!out || !conf || wp_tls_new_check(conf, server_name) != 0)
         return WP_ERR_INVAL;
     wp_tls *t = calloc(1, sizeof(*t));
     if (!t)
         return WP_ERR_NOMEM;
-    t->conf = conf;
-    conf->refs++;
+    wp_tls_base_init(&t->b, conf);
     mbedtls_ssl_init(&t->ssl);
     wp_buf_init(&t->in, WP_TLS_IN_MAX);
-    wp_buf_init(&t->out, WP_TLS_OUT_MAX);
 
     int ret = mbedtls_ssl_setup(&t->ssl, &conf->ssl);
     if (ret != 0)
         goto fail;
-    if (!conf->is_server && server_name) {
+    if (!conf->b.is_server && server_name) {
         struct in6_addr a6;
         if (inet_pton(AF_INET, server_name, t->ip) == 1) {
             t->ip_len = 4;
@@ -600,7 +499,7 @@ int wp_tls_new(wp_tls **out, wp_tls_conf *conf, const char *server_name)
                 goto fail;
         }
     }
-    if (!conf->is_server && !conf->insecure)
+    if (!conf->b.is_server && !conf->b.insecure)
         mbedtls_ssl_set_verify(&t->ssl, wp_tls_verify_cb, t);
     mbedtls_ssl_set_bio(&t->ssl, t, wp_tls_bio_send, wp_tls_bio_recv, NULL);
     *out = t;
@@ -617,8 +516,8 @@ void wp_tls_free(wp_tls *t)
         return;
     mbedtls_ssl_free(&t->ssl);
     wp_buf_free(&t->in);
-    wp_buf_free(&t->out);
-    wp_tls_conf_unref(t->conf);
+    wp_buf_free(&t->b.out);
+    wp_tls_conf_unref(t->b.conf);
     mbedtls_platform_zeroize(t, sizeof(*t));
     free(t);
 }
@@ -632,41 +531,31 @@ int wp_tls_feed(wp_tls *t, const uint8_t *data, size_t len)
 
 int wp_tls_handshake(wp_tls *t)
 {
-    if (t->failed)
-        return t->failed;
-    if (t->hs_done)
+    if (t->b.failed)
+        return t->b.failed;
+    if (t->b.hs_done)
         return 0;
     int ret = mbedtls_ssl_handshake(&t->ssl);
     if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
         return WP_ERR_NEED_MORE;
     if (ret != 0)
         return wp_tls_fail(t, ret);
-    if (t->conf->has_pin && !t->pin_matched) {
+    if (t->b.conf->b.has_pin && !t->b.pin_matched) {
         /* Belt and braces: the callback did not run or did not match. */
-        t->pin_mismatch = 1;
+        t->b.pin_mismatch = 1;
         mbedtls_ssl_send_alert_message(&t->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
                                        MBEDTLS_SSL_ALERT_MSG_BAD_CERT);
         return wp_tls_fail(t, MBEDTLS_ERR_X509_CERT_VERIFY_FAILED);
     }
-    t->hs_done = 1;
+    t->b.hs_done = 1;
     return 0;
-}
-
-int wp_tls_handshake_done(const wp_tls *t)
-{
-    return t->hs_done;
 }
 
 int wp_tls_read(wp_tls *t, uint8_t *out, size_t cap)
 {
-    if (t->failed)
-        return t->failed;
-    if (t->peer_closed)
-        return WP_ERR_CLOSED;
-    if (!t->hs_done)
-        return WP_ERR_STATE;
-    if (cap == 0)
-        return WP_ERR_INVAL;
+    int rc = wp_tls_read_check(&t->b, cap);
+    if (rc)
+        return rc;
     if (cap > INT_MAX)
         cap = INT_MAX;
     int ret = mbedtls_ssl_read(&t->ssl, out, cap);
@@ -675,7 +564,7 @@ int wp_tls_read(wp_tls *t, uint8_t *out, size_t cap)
     if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
         return WP_ERR_NEED_MORE;
     if (ret == 0 || ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
-        t->peer_closed = 1;
+        t->b.peer_closed = 1;
         return WP_ERR_CLOSED;
     }
     return wp_tls_fail(t, ret);
@@ -683,22 +572,15 @@ int wp_tls_read(wp_tls *t, uint8_t *out, size_t cap)
 
 int wp_tls_write(wp_tls *t, const uint8_t *data, size_t len)
 {
-    if (t->failed)
-        return t->failed;
-    if (!t->hs_done)
-        return WP_ERR_STATE;
-    if (len == 0)
-        return 0;
+    int rc = wp_tls_write_ready(&t->b, len);
+    if (rc <= 0)
+        return rc;
     int frag = mbedtls_ssl_get_max_out_record_payload(&t->ssl);
     if (frag <= 0)
         return wp_tls_fail(t, frag < 0 ? frag : MBEDTLS_ERR_SSL_INTERNAL_ERROR);
-    if (len > WP_TLS_OUT_MAX)
-        return WP_ERR_INVAL; /* could never fit, even into an empty out-buffer */
-    size_t need = len + (len / (size_t)frag + 1) * WP_TLS_RECORD_OVERHEAD;
-    if (need > WP_TLS_OUT_MAX)
-        return WP_ERR_INVAL;
-    if (wp_buf_room(&t->out) < need)
-        return WP_ERR_LIMIT;
+    rc = wp_tls_write_room(&t->b, len, (size_t)frag);
+    if (rc)
+        return rc;
     size_t done = 0;
     while (done < len) {
         size_t n = len - done;
@@ -715,7 +597,7 @@ int wp_tls_write(wp_tls *t, const uint8_t *data, size_t len)
 
 int wp_tls_close_notify(wp_tls *t)
 {
-    if (t->failed)
+    if (t->b.failed)
         return WP_ERR_TLS;
     int ret = mbedtls_ssl_close_notify(&t->ssl);
     if (ret != 0) {
@@ -725,14 +607,9 @@ int wp_tls_close_notify(wp_tls *t)
     return 0;
 }
 
-wp_buf *wp_tls_out(wp_tls *t)
-{
-    return &t->out;
-}
-
 const char *wp_tls_version(const wp_tls *t)
 {
-    if (!t->hs_done)
+    if (!t->b.hs_done)
         return "";
     const char *v = mbedtls_ssl_get_version(&t->ssl);
     return v ? v : "";
@@ -740,13 +617,8 @@ const char *wp_tls_version(const wp_tls *t)
 
 const char *wp_tls_ciphersuite(const wp_tls *t)
 {
-    if (!t->hs_done)
+    if (!t->b.hs_done)
         return "";
     const char *s = mbedtls_ssl_get_ciphersuite(&t->ssl);
     return s ? s : "";
-}
-
-const char *wp_tls_last_error(const wp_tls *t)
-{
-    return t->last_error;
 }

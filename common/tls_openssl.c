@@ -1,6 +1,7 @@
 /*
  * tls_openssl.c — the OpenSSL backend of common/tls.h (WP_TLS_BACKEND=openssl, the default):
- * TLS sessions over memory buffers.
+ * TLS sessions over memory buffers. The backend-neutral checks and error reasons
+ * live in tls_common.c (tls_internal.h), the pin helpers in tls_pin.c.
  *
  * A wp_tls never touches a socket. Its SSL reads ciphertext from a memory BIO
  * (BIO_s_mem, fed by wp_tls_feed and bounded by WP_TLS_IN_MAX; empty = retry,
@@ -51,18 +52,9 @@
 
 #include "err.h"
 #include "tls.h"
+#include "tls_internal.h"
 
-#define WP_TLS_RECORD_OVERHEAD 64 /* header + explicit IV / inner type + AEAD tag, generously */
-#define WP_TLS_RECORD_MAX      16384
-#define WP_TLS_ERR_MAX         200
-#define WP_TLS_NAME_MAX        255
-#define WP_TLS_KEYFILE_MAX     (64 * 1024)
-
-static const char *const wp_tls_system_bundles[] = {
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-};
+#define WP_TLS_KEYFILE_MAX (64 * 1024)
 
 /* TLS 1.2: ECDHE + AEAD only, AES-GCM first. TLS 1.3 suites are all AEAD with (EC)DHE. */
 static const char wp_tls12_ciphers[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
@@ -71,49 +63,22 @@ static const char wp_tls12_ciphers[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-
 static const char wp_tls13_suites[] =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 
-/* Verification error classes, in the order the reason names them. */
-enum {
-    WP_VF_EXPIRED = 1 << 0,
-    WP_VF_FUTURE = 1 << 1,
-    WP_VF_UNTRUSTED = 1 << 2,
-    WP_VF_NAME = 1 << 3,
-    WP_VF_OTHER = 1 << 4,
-};
-
 struct wp_tls_conf {
-    int refs; /* loop-thread only: no atomics */
-    int is_server;
+    wp_tls_conf_base b; /* first (tls_internal.h) */
     SSL_CTX *ctx;
-    int has_pin;
-    uint8_t pin[WP_SHA256_LEN];
-    int insecure;
 };
 
 struct wp_tls {
-    wp_tls_conf *conf;
+    wp_tls_base b; /* first (tls_internal.h) */
     SSL *ssl;
-    BIO *rbio; /* ciphertext in (owned by ssl) */
-    wp_buf out;
-    int hs_done;
-    int failed;        /* sticky WP_ERR_* after a fatal error, 0 otherwise */
-    int out_overflow;  /* the sink BIO found the out-buffer full */
-    int pin_matched;   /* pin mode: the presented chain matched */
-    int pin_mismatch;  /* pin mode: the callback rejected the chain */
+    BIO *rbio;         /* ciphertext in (owned by ssl) */
     int verify_failed; /* CA mode: the callback rejected the chain */
-    int peer_closed;   /* close_notify received */
-    unsigned vflags;   /* WP_VF_* seen during verification */
+    unsigned vflags;   /* WP_TLS_VF_* seen during verification */
     int verrs[3];      /* first distinct X509_V_ERR_* codes seen */
     size_t nverrs;
-    char last_error[WP_TLS_ERR_MAX];
 };
 
 /* ---- helpers ---- */
-
-static void wp_tls_errf(char *err, size_t cap, const char *what, const char *detail)
-{
-    if (err && cap)
-        snprintf(err, cap, "%s%s%s", what, detail && *detail ? ": " : "", detail ? detail : "");
-}
 
 /* The last queued OpenSSL error as one printable line (no secrets: codes and names only). */
 static void wp_tls_ossl_reason(char *out, size_t cap)
@@ -130,11 +95,6 @@ static void wp_tls_ossl_reason(char *out, size_t cap)
         if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
             *q = ' ';
     ERR_clear_error();
-}
-
-static int wp_tls_pin_eq(const uint8_t *a, const uint8_t *b)
-{
-    return CRYPTO_memcmp(a, b, WP_SHA256_LEN) == 0;
 }
 
 /* SHA-256 over the DER SubjectPublicKeyInfo of one certificate. 0 or WP_ERR_*. */
@@ -161,14 +121,14 @@ static int wp_tls_spki_hash(X509 *crt, uint8_t out[WP_SHA256_LEN])
 static int wp_tls_pin_check_chain(const wp_tls_conf *c, X509 *leaf, STACK_OF(X509) * chain)
 {
     uint8_t h[WP_SHA256_LEN];
-    if (wp_tls_spki_hash(leaf, h) == 0 && wp_tls_pin_eq(h, c->pin))
+    if (wp_tls_spki_hash(leaf, h) == 0 && wp_tls_pin_eq(h, c->b.pin))
         return 1;
     int n = chain ? sk_X509_num(chain) : 0;
     for (int i = 0; i < n; i++) {
         X509 *cur = sk_X509_value(chain, i);
         if (!cur || X509_cmp(cur, leaf) == 0)
             continue;
-        if (wp_tls_spki_hash(cur, h) != 0 || !wp_tls_pin_eq(h, c->pin))
+        if (wp_tls_spki_hash(cur, h) != 0 || !wp_tls_pin_eq(h, c->b.pin))
             continue;
         X509_STORE *store = X509_STORE_new();
         X509_STORE_CTX *vctx = X509_STORE_CTX_new();
@@ -204,10 +164,10 @@ static int wp_tls_collect_cb(int ok, X509_STORE_CTX *xctx)
     int e = X509_STORE_CTX_get_error(xctx);
     switch (e) {
     case X509_V_ERR_CERT_HAS_EXPIRED:
-        t->vflags |= WP_VF_EXPIRED;
+        t->vflags |= WP_TLS_VF_EXPIRED;
         break;
     case X509_V_ERR_CERT_NOT_YET_VALID:
-        t->vflags |= WP_VF_FUTURE;
+        t->vflags |= WP_TLS_VF_FUTURE;
         break;
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
@@ -216,14 +176,14 @@ static int wp_tls_collect_cb(int ok, X509_STORE_CTX *xctx)
     case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
     case X509_V_ERR_CERT_UNTRUSTED:
     case X509_V_ERR_CERT_REJECTED:
-        t->vflags |= WP_VF_UNTRUSTED;
+        t->vflags |= WP_TLS_VF_UNTRUSTED;
         break;
     case X509_V_ERR_HOSTNAME_MISMATCH:
     case X509_V_ERR_IP_ADDRESS_MISMATCH:
-        t->vflags |= WP_VF_NAME;
+        t->vflags |= WP_TLS_VF_NAME;
         break;
     default:
-        t->vflags |= WP_VF_OTHER;
+        t->vflags |= WP_TLS_VF_OTHER;
         break;
     }
     size_t i = 0;
@@ -244,13 +204,13 @@ static int wp_tls_verify_cb(X509_STORE_CTX *xctx, void *arg)
         X509_STORE_CTX_set_error(xctx, X509_V_ERR_UNSPECIFIED);
         return 0;
     }
-    if (t->conf->has_pin) {
-        if (wp_tls_pin_check_chain(t->conf, leaf, X509_STORE_CTX_get0_untrusted(xctx))) {
-            t->pin_matched = 1;
+    if (t->b.conf->b.has_pin) {
+        if (wp_tls_pin_check_chain(t->b.conf, leaf, X509_STORE_CTX_get0_untrusted(xctx))) {
+            t->b.pin_matched = 1;
             X509_STORE_CTX_set_error(xctx, X509_V_OK);
             return 1;
         }
-        t->pin_mismatch = 1;
+        t->b.pin_mismatch = 1;
         X509_STORE_CTX_set_error(xctx, X509_V_ERR_APPLICATION_VERIFICATION);
         return 0;
     }
@@ -263,7 +223,7 @@ static int wp_tls_verify_cb(X509_STORE_CTX *xctx, void *arg)
     if (t->nverrs == 0) {
         int e = X509_STORE_CTX_get_error(xctx);
         t->verrs[t->nverrs++] = e != X509_V_OK ? e : X509_V_ERR_UNSPECIFIED;
-        t->vflags |= WP_VF_OTHER;
+        t->vflags |= WP_TLS_VF_OTHER;
     }
     t->verify_failed = 1;
     X509_STORE_CTX_set_error(xctx, t->verrs[0]);
@@ -277,8 +237,8 @@ static int wp_tls_bio_write(BIO *b, const char *p, int n)
     wp_tls *t = BIO_get_data(b);
     if (n <= 0)
         return 0;
-    if (wp_buf_put(&t->out, p, (size_t)n) != 0) {
-        t->out_overflow = 1;
+    if (wp_buf_put(&t->b.out, p, (size_t)n) != 0) {
+        t->b.out_overflow = 1;
         return -1; /* never a retry: the caller checked room first */
     }
     return n;
@@ -330,26 +290,8 @@ static BIO_METHOD *wp_tls_sink(void)
 /* Records a fatal error on the session and returns the sticky WP_ERR_*. */
 static int wp_tls_fail(wp_tls *t)
 {
-    if (t->out_overflow) {
-        snprintf(t->last_error, sizeof(t->last_error), "TLS out-buffer full");
-        ERR_clear_error();
-        t->failed = WP_ERR_TLS;
-        return t->failed;
-    }
-    if (t->pin_mismatch) {
-        snprintf(t->last_error, sizeof(t->last_error), "certificate pin mismatch");
-        ERR_clear_error();
-        t->failed = WP_ERR_VERIFY;
-        return t->failed;
-    }
-    if (t->verify_failed) {
-        /* PROTOCOL.md §2.1 names the reasons: say those words first. */
-        unsigned f = t->vflags;
-        const char *why = (f & WP_VF_EXPIRED)     ? "certificate expired"
-                          : (f & WP_VF_FUTURE)    ? "certificate not yet valid"
-                          : (f & WP_VF_UNTRUSTED) ? "unknown CA"
-                          : (f & WP_VF_NAME)      ? "name mismatch"
-                                                  : "verification failed";
+    int rc = wp_tls_fail_known(&t->b);
+    if (!rc && t->verify_failed) {
         char info[WP_TLS_ERR_MAX] = "";
         size_t used = 0;
         for (size_t i = 0; i < t->nverrs && used < sizeof(info); i++) {
@@ -359,15 +301,15 @@ static int wp_tls_fail(wp_tls *t)
                 break;
             used += (size_t)k;
         }
-        snprintf(t->last_error, sizeof(t->last_error), "%s (%s)", why,
-                 info[0] ? info : "no details");
-        ERR_clear_error();
-        t->failed = WP_ERR_VERIFY;
-        return t->failed;
+        rc = wp_tls_fail_verify(&t->b, t->vflags, info);
     }
-    wp_tls_ossl_reason(t->last_error, sizeof(t->last_error));
-    t->failed = WP_ERR_TLS;
-    return t->failed;
+    if (rc) {
+        ERR_clear_error();
+        return rc;
+    }
+    wp_tls_ossl_reason(t->b.last_error, sizeof(t->b.last_error));
+    t->b.failed = WP_ERR_TLS;
+    return t->b.failed;
 }
 
 /* ---- conf ---- */
@@ -381,8 +323,8 @@ static wp_tls_conf *wp_tls_conf_alloc(int is_server, char *err, size_t cap, int 
         wp_tls_errf(err, cap, "out of memory", NULL);
         return NULL;
     }
-    c->refs = 1;
-    c->is_server = is_server;
+    c->b.refs = 1;
+    c->b.is_server = is_server;
     c->ctx = SSL_CTX_new(is_server ? TLS_server_method() : TLS_client_method());
     if (!c->ctx || !wp_tls_sink()) {
         char why[WP_TLS_ERR_MAX];
@@ -412,6 +354,18 @@ static wp_tls_conf *wp_tls_conf_alloc(int is_server, char *err, size_t cap, int 
 fail:
     wp_tls_conf_unref(c);
     return NULL;
+}
+
+/* 0 when path opens for reading, else WP_ERR_IO with err = "<what> <path>: <errno text>". */
+static int wp_tls_check_readable(const char *path, const char *what, char *err, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        wp_tls_errf_file(err, cap, what, path, strerror(errno));
+        return WP_ERR_IO;
+    }
+    fclose(f);
+    return 0;
 }
 
 /* Refuses to prompt for a passphrase (an encrypted key is an error). */
@@ -469,39 +423,28 @@ static EVP_PKEY *wp_tls_read_key(const char *path, int *rc, char *why, size_t ca
 int wp_tls_conf_server_new(wp_tls_conf **out, const char *cert_file, const char *key_file,
                            char *err, size_t cap)
 {
-    if (err && cap)
-        err[0] = '\0';
-    if (!out || !cert_file || !key_file) {
-        wp_tls_errf(err, cap, "missing certificate or key file", NULL);
-        return WP_ERR_INVAL;
-    }
-    int rc = 0;
+    int rc =
+        wp_tls_conf_args(out && cert_file && key_file, "missing certificate or key file", err, cap);
+    if (rc)
+        return rc;
     wp_tls_conf *c = wp_tls_conf_alloc(1, err, cap, &rc);
     if (!c)
         return rc;
     char why[WP_TLS_ERR_MAX];
-    char what[WP_TLS_ERR_MAX + 64];
     EVP_PKEY *key = NULL;
 
-    FILE *f = fopen(cert_file, "rb");
-    if (!f) {
-        rc = WP_ERR_IO;
-        snprintf(what, sizeof(what), "cannot load certificate %s", cert_file);
-        wp_tls_errf(err, cap, what, strerror(errno));
+    rc = wp_tls_check_readable(cert_file, "cannot load certificate", err, cap);
+    if (rc)
         goto fail;
-    }
-    fclose(f);
     if (SSL_CTX_use_certificate_chain_file(c->ctx, cert_file) != 1) {
         rc = WP_ERR_TLS;
         wp_tls_ossl_reason(why, sizeof(why));
-        snprintf(what, sizeof(what), "cannot load certificate %s", cert_file);
-        wp_tls_errf(err, cap, what, why);
+        wp_tls_errf_file(err, cap, "cannot load certificate", cert_file, why);
         goto fail;
     }
     key = wp_tls_read_key(key_file, &rc, why, sizeof(why));
     if (!key) {
-        snprintf(what, sizeof(what), "cannot load private key %s", key_file);
-        wp_tls_errf(err, cap, what, why);
+        wp_tls_errf_file(err, cap, "cannot load private key", key_file, why);
         goto fail;
     }
     X509 *leaf = SSL_CTX_get0_certificate(c->ctx);
@@ -530,48 +473,35 @@ fail:
 
 int wp_tls_conf_client_new(wp_tls_conf **out, const wp_tls_client_opts *opts, char *err, size_t cap)
 {
-    if (err && cap)
-        err[0] = '\0';
-    if (!out || !opts) {
-        wp_tls_errf(err, cap, "missing client options", NULL);
-        return WP_ERR_INVAL;
-    }
-    int rc = 0;
+    int rc = wp_tls_conf_args(out && opts, "missing client options", err, cap);
+    if (rc)
+        return rc;
     wp_tls_conf *c = wp_tls_conf_alloc(0, err, cap, &rc);
     if (!c)
         return rc;
     char why[WP_TLS_ERR_MAX];
-    char what[WP_TLS_ERR_MAX + 64];
 
-    if (opts->insecure_skip_verify) {
-        c->insecure = 1;
+    int mode = wp_tls_conf_base_client(&c->b, opts);
+    if (mode == WP_TLS_VERIFY_INSECURE) {
         SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
-    } else if (opts->pin) {
-        c->has_pin = 1;
-        memcpy(c->pin, opts->pin, WP_SHA256_LEN);
+    } else if (mode == WP_TLS_VERIFY_PIN) {
         SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
         SSL_CTX_set_cert_verify_callback(c->ctx, wp_tls_verify_cb, NULL);
     } else {
         if (opts->ca_file) {
-            FILE *f = fopen(opts->ca_file, "rb");
-            if (!f) {
-                rc = WP_ERR_IO;
-                snprintf(what, sizeof(what), "cannot load CA file %s", opts->ca_file);
-                wp_tls_errf(err, cap, what, strerror(errno));
+            rc = wp_tls_check_readable(opts->ca_file, "cannot load CA file", err, cap);
+            if (rc)
                 goto fail;
-            }
-            fclose(f);
             if (SSL_CTX_load_verify_locations(c->ctx, opts->ca_file, NULL) != 1) {
                 rc = WP_ERR_TLS;
                 wp_tls_ossl_reason(why, sizeof(why));
-                snprintf(what, sizeof(what), "cannot load CA file %s", opts->ca_file);
-                wp_tls_errf(err, cap, what, why);
+                wp_tls_errf_file(err, cap, "cannot load CA file", opts->ca_file, why);
                 goto fail;
             }
         } else {
             /* System bundle: the first one that loads. */
             int loaded = 0;
-            for (size_t i = 0; !loaded && i < sizeof(wp_tls_system_bundles) / sizeof(char *); i++)
+            for (size_t i = 0; !loaded && i < wp_tls_system_bundle_count; i++)
                 loaded = SSL_CTX_load_verify_locations(c->ctx, wp_tls_system_bundles[i], NULL) == 1;
             ERR_clear_error();
             if (!loaded) {
@@ -591,15 +521,9 @@ fail:
     return rc;
 }
 
-void wp_tls_conf_ref(wp_tls_conf *c)
-{
-    if (c)
-        c->refs++;
-}
-
 void wp_tls_conf_unref(wp_tls_conf *c)
 {
-    if (!c || --c->refs > 0)
+    if (!c || --c->b.refs > 0)
         return;
     SSL_CTX_free(c->ctx); /* frees the key (OpenSSL clears private key material) */
     OPENSSL_cleanse(c, sizeof(*c));
@@ -610,20 +534,13 @@ void wp_tls_conf_unref(wp_tls_conf *c)
 
 int wp_tls_new(wp_tls **out, wp_tls_conf *conf, const char *server_name)
 {
-    if (!out || !conf)
-        return WP_ERR_INVAL;
-    if (server_name && (!*server_name || strlen(server_name) > WP_TLS_NAME_MAX))
-        return WP_ERR_INVAL;
-    /* A verifying client without a pin needs a name to check. */
-    if (!conf->is_server && !conf->insecure && !conf->has_pin && !server_name)
+    if (!out || !conf || wp_tls_new_check(conf, server_name) != 0)
         return WP_ERR_INVAL;
     ERR_clear_error();
     wp_tls *t = calloc(1, sizeof(*t));
     if (!t)
         return WP_ERR_NOMEM;
-    t->conf = conf;
-    conf->refs++;
-    wp_buf_init(&t->out, WP_TLS_OUT_MAX);
+    wp_tls_base_init(&t->b, conf);
     int rc = WP_ERR_NOMEM;
     t->ssl = SSL_new(conf->ctx);
     t->rbio = BIO_new(BIO_s_mem());
@@ -639,7 +556,7 @@ int wp_tls_new(wp_tls **out, wp_tls_conf *conf, const char *server_name)
     SSL_set_bio(t->ssl, t->rbio, wbio); /* the SSL owns both BIOs now */
     SSL_set_app_data(t->ssl, t);
     rc = WP_ERR_TLS;
-    if (conf->is_server) {
+    if (conf->b.is_server) {
         SSL_set_accept_state(t->ssl);
     } else {
         SSL_set_connect_state(t->ssl);
@@ -650,7 +567,7 @@ int wp_tls_new(wp_tls **out, wp_tls_conf *conf, const char *server_name)
             /* No SNI for IP literals (RFC 6066). */
             if (!is_ip && SSL_set_tlsext_host_name(t->ssl, server_name) != 1)
                 goto fail;
-            if (!conf->insecure && !conf->has_pin) {
+            if (!conf->b.insecure && !conf->b.has_pin) {
                 X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
                 if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, server_name) != 1
                           : SSL_set1_host(t->ssl, server_name) != 1)
@@ -672,8 +589,8 @@ void wp_tls_free(wp_tls *t)
     if (!t)
         return;
     SSL_free(t->ssl); /* frees both BIOs; OpenSSL cleanses its key material */
-    wp_buf_free(&t->out);
-    wp_tls_conf_unref(t->conf);
+    wp_buf_free(&t->b.out);
+    wp_tls_conf_unref(t->b.conf);
     OPENSSL_cleanse(t, sizeof(*t));
     free(t);
 }
@@ -692,42 +609,32 @@ int wp_tls_feed(wp_tls *t, const uint8_t *data, size_t len)
 
 int wp_tls_handshake(wp_tls *t)
 {
-    if (t->failed)
-        return t->failed;
-    if (t->hs_done)
+    if (t->b.failed)
+        return t->b.failed;
+    if (t->b.hs_done)
         return 0;
     ERR_clear_error();
     int ret = SSL_do_handshake(t->ssl);
     if (ret != 1) {
         int e = SSL_get_error(t->ssl, ret);
-        if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && !t->out_overflow)
+        if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && !t->b.out_overflow)
             return WP_ERR_NEED_MORE;
         return wp_tls_fail(t);
     }
-    if (t->conf->has_pin && !t->pin_matched) {
+    if (t->b.conf->b.has_pin && !t->b.pin_matched) {
         /* Belt and braces: the callback did not run or did not match. */
-        t->pin_mismatch = 1;
+        t->b.pin_mismatch = 1;
         return wp_tls_fail(t);
     }
-    t->hs_done = 1;
+    t->b.hs_done = 1;
     return 0;
-}
-
-int wp_tls_handshake_done(const wp_tls *t)
-{
-    return t->hs_done;
 }
 
 int wp_tls_read(wp_tls *t, uint8_t *out, size_t cap)
 {
-    if (t->failed)
-        return t->failed;
-    if (t->peer_closed)
-        return WP_ERR_CLOSED;
-    if (!t->hs_done)
-        return WP_ERR_STATE;
-    if (cap == 0)
-        return WP_ERR_INVAL;
+    int rc = wp_tls_read_check(&t->b, cap);
+    if (rc)
+        return rc;
     if (cap > INT_MAX)
         cap = INT_MAX;
     ERR_clear_error();
@@ -736,10 +643,10 @@ int wp_tls_read(wp_tls *t, uint8_t *out, size_t cap)
     if (ret == 1)
         return (int)n;
     int e = SSL_get_error(t->ssl, ret);
-    if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && !t->out_overflow)
+    if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && !t->b.out_overflow)
         return WP_ERR_NEED_MORE;
     if (e == SSL_ERROR_ZERO_RETURN) {
-        t->peer_closed = 1;
+        t->b.peer_closed = 1;
         return WP_ERR_CLOSED;
     }
     return wp_tls_fail(t);
@@ -747,19 +654,12 @@ int wp_tls_read(wp_tls *t, uint8_t *out, size_t cap)
 
 int wp_tls_write(wp_tls *t, const uint8_t *data, size_t len)
 {
-    if (t->failed)
-        return t->failed;
-    if (!t->hs_done)
-        return WP_ERR_STATE;
-    if (len == 0)
-        return 0;
-    if (len > WP_TLS_OUT_MAX)
-        return WP_ERR_INVAL; /* could never fit, even into an empty out-buffer */
-    size_t need = len + (len / WP_TLS_RECORD_MAX + 1) * WP_TLS_RECORD_OVERHEAD;
-    if (need > WP_TLS_OUT_MAX)
-        return WP_ERR_INVAL;
-    if (wp_buf_room(&t->out) < need)
-        return WP_ERR_LIMIT;
+    int rc = wp_tls_write_ready(&t->b, len);
+    if (rc <= 0)
+        return rc;
+    rc = wp_tls_write_room(&t->b, len, WP_TLS_RECORD_MAX);
+    if (rc)
+        return rc;
     ERR_clear_error();
     size_t done = 0;
     int ret = SSL_write_ex(t->ssl, data, len, &done);
@@ -771,16 +671,16 @@ int wp_tls_write(wp_tls *t, const uint8_t *data, size_t len)
 
 int wp_tls_close_notify(wp_tls *t)
 {
-    if (t->failed)
+    if (t->b.failed)
         return WP_ERR_TLS;
-    if (!t->hs_done)
+    if (!t->b.hs_done)
         return 0; /* nothing to close yet (like mbedTLS: no alert before the handshake) */
     ERR_clear_error();
     int ret = SSL_shutdown(t->ssl);
     if (ret < 0) {
         int e = SSL_get_error(t->ssl, ret);
         /* 0/"want read": our close_notify is queued, the peer's has not arrived */
-        if (e != SSL_ERROR_WANT_READ || t->out_overflow) {
+        if (e != SSL_ERROR_WANT_READ || t->b.out_overflow) {
             wp_tls_fail(t);
             return WP_ERR_TLS;
         }
@@ -789,14 +689,9 @@ int wp_tls_close_notify(wp_tls *t)
     return 0;
 }
 
-wp_buf *wp_tls_out(wp_tls *t)
-{
-    return &t->out;
-}
-
 const char *wp_tls_version(const wp_tls *t)
 {
-    if (!t->hs_done)
+    if (!t->b.hs_done)
         return "";
     const char *v = SSL_get_version(t->ssl);
     return v ? v : "";
@@ -804,13 +699,8 @@ const char *wp_tls_version(const wp_tls *t)
 
 const char *wp_tls_ciphersuite(const wp_tls *t)
 {
-    if (!t->hs_done)
+    if (!t->b.hs_done)
         return "";
     const char *s = SSL_get_cipher_name(t->ssl);
     return s ? s : "";
-}
-
-const char *wp_tls_last_error(const wp_tls *t)
-{
-    return t->last_error;
 }

@@ -2,7 +2,9 @@
  * tls_pin.c — SPKI pins for common/tls.h, the same for both TLS backends:
  * "sha256:<hex>" parsing and formatting, and the SHA-256 of a certificate
  * file's SubjectPublicKeyInfo (parsed with mbedTLS, like cert.c; PEM files are
- * the same whichever library runs the TLS sessions).
+ * the same whichever library runs the TLS sessions). The mbedTLS backend
+ * hashes presented certificates and maps file errors with the same helpers
+ * (tls_internal.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@
 #include "crypto.h"
 #include "err.h"
 #include "tls.h"
+#include "tls_internal.h"
 
 #if MBEDTLS_VERSION_MAJOR >= 3
 #define WP_CRT_FIELD(c, f) ((c)->MBEDTLS_PRIVATE(f))
@@ -35,8 +38,7 @@ static int wp_pin_sha256(const uint8_t *p, size_t n, uint8_t out[WP_SHA256_LEN])
 #endif
 }
 
-/* SHA-256 over the DER SubjectPublicKeyInfo of one certificate. */
-static int wp_pin_spki_hash(const mbedtls_x509_crt *crt, uint8_t out[WP_SHA256_LEN])
+int wp_tls_mbed_spki_hash(const mbedtls_x509_crt *crt, uint8_t out[WP_SHA256_LEN])
 {
     const mbedtls_x509_buf *raw = &WP_CRT_FIELD(crt, pk_raw);
     if (raw->p && raw->len)
@@ -49,6 +51,15 @@ static int wp_pin_spki_hash(const mbedtls_x509_crt *crt, uint8_t out[WP_SHA256_L
     int rc = n > 0 ? wp_pin_sha256(buf + WP_TLS_SPKI_MAX - n, (size_t)n, out) : WP_ERR_TLS;
     free(buf);
     return rc;
+}
+
+int wp_tls_mbed_file_err(int ret)
+{
+    if (ret == MBEDTLS_ERR_PK_FILE_IO_ERROR || ret == MBEDTLS_ERR_X509_FILE_IO_ERROR)
+        return WP_ERR_IO;
+    if (ret == MBEDTLS_ERR_PK_ALLOC_FAILED || ret == MBEDTLS_ERR_X509_ALLOC_FAILED)
+        return WP_ERR_NOMEM;
+    return WP_ERR_TLS;
 }
 
 int wp_tls_pin_parse(const char *s, uint8_t pin[WP_SHA256_LEN])
@@ -89,16 +100,12 @@ int wp_tls_pin_from_cert_file(const char *cert_file, uint8_t pin[WP_SHA256_LEN])
     mbedtls_x509_crt_init(&crt);
     int ret = mbedtls_x509_crt_parse_file(&crt, cert_file);
     int rc;
-    if (ret == MBEDTLS_ERR_PK_FILE_IO_ERROR || ret == MBEDTLS_ERR_X509_FILE_IO_ERROR)
-        rc = WP_ERR_IO;
-    else if (ret == MBEDTLS_ERR_PK_ALLOC_FAILED || ret == MBEDTLS_ERR_X509_ALLOC_FAILED)
-        rc = WP_ERR_NOMEM;
-    else if (ret < 0)
-        rc = WP_ERR_TLS;
+    if (ret < 0)
+        rc = wp_tls_mbed_file_err(ret);
     else if (ret > 0 || !crt.raw.p)
         rc = WP_ERR_TLS;
     else
-        rc = wp_pin_spki_hash(&crt, pin); /* first certificate of the file */
+        rc = wp_tls_mbed_spki_hash(&crt, pin); /* first certificate of the file */
     mbedtls_x509_crt_free(&crt);
     return rc;
 }

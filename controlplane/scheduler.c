@@ -440,32 +440,36 @@ static void cp_sched_params_free(cp_sched_params *p)
     cJSON_free(p->prefer);
 }
 
-static const char cp_sched_sql_reserve[] =
-    "WITH sess AS (SELECT id FROM sessions WHERE id = $1::uuid AND status = 'pending' "
-    "FOR UPDATE), "
-    "cand AS (SELECT id FROM nodes WHERE EXISTS (SELECT 1 FROM sess) AND enabled AND "
-    "NOT draining AND status = 'online' AND (cooldown_until IS NULL OR cooldown_until <= now()) "
-    "AND connected_replica IS NOT NULL AND active_sessions < max_sessions "
-    "AND ($2::text IS NULL OR gpu_vendor = $2::text) "
-    "AND ($3::jsonb IS NULL OR labels @> $3::jsonb) "
-    "AND ($4::text IS NULL OR id = $4::text) "
-    "AND NOT (id = ANY ($6::text[])) "
-    "ORDER BY CASE WHEN $5::jsonb IS NOT NULL AND labels @> $5::jsonb THEN 0 ELSE 1 END, "
-    "active_sessions::float8 / greatest(max_sessions, 1), last_assigned_at ASC NULLS FIRST, id "
-    "LIMIT 1 FOR UPDATE SKIP LOCKED), "
-    "r AS (UPDATE nodes n SET active_sessions = n.active_sessions + 1, "
-    "last_assigned_at = clock_timestamp() FROM cand WHERE n.id = cand.id "
-    "RETURNING n.id, n.active_sessions, n.max_sessions), "
-    "s AS (UPDATE sessions SET status = 'starting', node_id = r.id, attempts = attempts + 1 "
-    "FROM r WHERE sessions.id = $1::uuid RETURNING sessions.id, r.id AS node_id), "
-    "e AS (INSERT INTO events (type, node_id, session_id, replica_id, data) "
-    "SELECT 'session.starting', s.node_id, s.id, $8::text, "
-    "jsonb_build_object('attempt', $7::int) FROM s) "
-    "SELECT r.id AS node_id, r.active_sessions, r.max_sessions FROM r";
+/* LOCK: "SKIP LOCKED" (first try) or "" (a retry: wait for a row another transaction holds). */
+#define CP_SCHED_SQL_RESERVE(LOCK)                                                                 \
+    "WITH sess AS (SELECT id FROM sessions WHERE id = $1::uuid AND status = 'pending' "            \
+    "FOR UPDATE), "                                                                                \
+    "cand AS (SELECT id FROM nodes WHERE EXISTS (SELECT 1 FROM sess) AND enabled AND "             \
+    "NOT draining AND status = 'online' AND (cooldown_until IS NULL OR cooldown_until <= now()) "  \
+    "AND connected_replica IS NOT NULL AND active_sessions < max_sessions "                        \
+    "AND ($2::text IS NULL OR gpu_vendor = $2::text) "                                             \
+    "AND ($3::jsonb IS NULL OR labels @> $3::jsonb) "                                              \
+    "AND ($4::text IS NULL OR id = $4::text) "                                                     \
+    "AND NOT (id = ANY ($6::text[])) "                                                             \
+    "ORDER BY CASE WHEN $5::jsonb IS NOT NULL AND labels @> $5::jsonb THEN 0 ELSE 1 END, "         \
+    "active_sessions::float8 / greatest(max_sessions, 1), last_assigned_at ASC NULLS FIRST, id "   \
+    "LIMIT 1 FOR UPDATE " LOCK "), "                                                               \
+    "r AS (UPDATE nodes n SET active_sessions = n.active_sessions + 1, "                           \
+    "last_assigned_at = clock_timestamp() FROM cand WHERE n.id = cand.id "                         \
+    "RETURNING n.id, n.active_sessions, n.max_sessions), "                                         \
+    "s AS (UPDATE sessions SET status = 'starting', node_id = r.id, attempts = attempts + 1 "      \
+    "FROM r WHERE sessions.id = $1::uuid RETURNING sessions.id, r.id AS node_id), "                \
+    "e AS (INSERT INTO events (type, node_id, session_id, replica_id, data) "                      \
+    "SELECT 'session.starting', s.node_id, s.id, $8::text, "                                       \
+    "jsonb_build_object('attempt', $7::int) FROM s) "                                              \
+    "SELECT r.id AS node_id, r.active_sessions, r.max_sessions FROM r"
 
-int cp_sched_reserve(cp_db *db, const char *session_id, const cp_sched_req *r,
-                     const char *const *tried, size_t ntried, int attempt, const char *replica_id,
-                     cp_db_result_cb cb, void *ud)
+static const char cp_sched_sql_reserve[] = CP_SCHED_SQL_RESERVE("SKIP LOCKED");
+static const char cp_sched_sql_reserve_wait[] = CP_SCHED_SQL_RESERVE("");
+
+static int cp_sched_reserve_sql(const char *sql, cp_db *db, const char *session_id,
+                                const cp_sched_req *r, const char *const *tried, size_t ntried,
+                                int attempt, const char *replica_id, cp_db_result_cb cb, void *ud)
 {
     if (!db || !session_id || !r || !cb || !wp_uuid_valid(session_id) || (ntried && !tried))
         return WP_ERR_INVAL;
@@ -479,11 +483,27 @@ int cp_sched_reserve(cp_db *db, const char *session_id, const cp_sched_req *r,
         snprintf(att, sizeof(att), "%d", attempt);
         const char *params[] = {session_id, r->gpu_vendor, p.labels, r->node_id,
                                 p.prefer,   arr,           att,      replica_id};
-        rc = cp_db_query(db, cp_sched_sql_reserve, 8, params, cb, ud);
+        rc = cp_db_query(db, sql, 8, params, cb, ud);
         cp_sched_params_free(&p);
     }
     free(arr);
     return rc;
+}
+
+int cp_sched_reserve(cp_db *db, const char *session_id, const cp_sched_req *r,
+                     const char *const *tried, size_t ntried, int attempt, const char *replica_id,
+                     cp_db_result_cb cb, void *ud)
+{
+    return cp_sched_reserve_sql(cp_sched_sql_reserve, db, session_id, r, tried, ntried, attempt,
+                                replica_id, cb, ud);
+}
+
+int cp_sched_reserve_wait(cp_db *db, const char *session_id, const cp_sched_req *r,
+                          const char *const *tried, size_t ntried, int attempt,
+                          const char *replica_id, cp_db_result_cb cb, void *ud)
+{
+    return cp_sched_reserve_sql(cp_sched_sql_reserve_wait, db, session_id, r, tried, ntried,
+                                attempt, replica_id, cb, ud);
 }
 
 static const char cp_sched_sql_explain[] =
@@ -496,21 +516,32 @@ static const char cp_sched_sql_explain[] =
     "WHEN $1::text IS NOT NULL AND gpu_vendor <> $1::text THEN 'gpu_vendor' "
     "WHEN $2::jsonb IS NOT NULL AND NOT labels @> $2::jsonb THEN 'labels' "
     "WHEN active_sessions >= max_sessions THEN 'capacity' "
-    "ELSE 'available' END AS reason FROM nodes WHERE ($3::text IS NULL OR id = $3::text)) x "
+    "ELSE 'available' END AS reason FROM nodes WHERE ($3::text IS NULL OR id = $3::text) "
+    "AND NOT (id = ANY ($4::text[]))) x "
     "GROUP BY reason";
+
+int cp_sched_explain_untried(cp_db *db, const cp_sched_req *r, const char *const *tried,
+                             size_t ntried, cp_db_result_cb cb, void *ud)
+{
+    if (!db || !r || !cb || (ntried && !tried))
+        return WP_ERR_INVAL;
+    char *arr = cp_sched_text_array(tried, ntried);
+    if (!arr)
+        return ntried ? WP_ERR_INVAL : WP_ERR_NOMEM;
+    cp_sched_params p;
+    int rc = cp_sched_params_make(r, &p);
+    if (rc == 0) {
+        const char *params[] = {r->gpu_vendor, p.labels, r->node_id, arr};
+        rc = cp_db_query(db, cp_sched_sql_explain, 4, params, cb, ud);
+        cp_sched_params_free(&p);
+    }
+    free(arr);
+    return rc;
+}
 
 int cp_sched_explain(cp_db *db, const cp_sched_req *r, cp_db_result_cb cb, void *ud)
 {
-    if (!db || !r || !cb)
-        return WP_ERR_INVAL;
-    cp_sched_params p;
-    int rc = cp_sched_params_make(r, &p);
-    if (rc != 0)
-        return rc;
-    const char *params[] = {r->gpu_vendor, p.labels, r->node_id};
-    rc = cp_db_query(db, cp_sched_sql_explain, 3, params, cb, ud);
-    cp_sched_params_free(&p);
-    return rc;
+    return cp_sched_explain_untried(db, r, NULL, 0, cb, ud);
 }
 
 cJSON *cp_sched_explain_json(const PGresult *res, int *available)

@@ -16,12 +16,14 @@
  * match first (soft affinity), then lowest active/max ratio, then
  * least-recently assigned, then id.
  *
- * SKIP LOCKED can skip a node another create holds for a moment; when the
- * reservation finds nothing, cp_sched_explain() counts, over all nodes (or
- * only the explicit target), the first filter that excludes each one, in the
- * fixed order disabled, draining, offline, degraded, not_connected,
- * gpu_vendor, labels, capacity; nodes passing every filter count as
- * `available` and mean "retry the reservation", not "no capacity".
+ * SKIP LOCKED can skip a node another create (or a heartbeat) holds for a
+ * moment; when the reservation finds nothing, cp_sched_explain() counts,
+ * over all nodes (or only the explicit target; nodes already tried left
+ * out), the first filter that excludes each one, in the fixed order
+ * disabled, draining, offline, degraded, not_connected, gpu_vendor, labels,
+ * capacity; nodes passing every filter count as `available` and mean "retry
+ * the reservation" (cp_sched_reserve_wait: waiting for the row), not "no
+ * capacity".
  */
 #ifndef CP_SCHEDULER_H
 #define CP_SCHEDULER_H
@@ -121,11 +123,25 @@ int cp_sched_reserve(cp_db *db, const char *session_id, const cp_sched_req *r,
                      cp_db_result_cb cb, void *ud);
 
 /*
+ * cp_sched_reserve() without SKIP LOCKED: waits for a candidate row another
+ * transaction holds (a concurrent reservation, a heartbeat), then re-checks
+ * it. For retries after cp_sched_explain*() counted `available` nodes that
+ * the first reservation skipped. Same contract as cp_sched_reserve().
+ */
+int cp_sched_reserve_wait(cp_db *db, const char *session_id, const cp_sched_req *r,
+                          const char *const *tried, size_t ntried, int attempt,
+                          const char *replica_id, cp_db_result_cb cb, void *ud);
+
+/*
  * Counts why nodes cannot take a session with requirements r (see above).
  * cb(0, res): rows (reason text, n int). Same return contract as
  * cp_sched_reserve().
  */
 int cp_sched_explain(cp_db *db, const cp_sched_req *r, cp_db_result_cb cb, void *ud);
+
+/* cp_sched_explain() leaving out the nodes in tried[0..ntried) (ids as for cp_sched_reserve). */
+int cp_sched_explain_untried(cp_db *db, const cp_sched_req *r, const char *const *tried,
+                             size_t ntried, cp_db_result_cb cb, void *ud);
 
 /*
  * Builds {"nodes": N, "excluded": {<every reason>: n}} from an explain

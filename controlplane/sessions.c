@@ -71,6 +71,7 @@ typedef struct cp_sess_op {
     size_t ntried;
     int attempt;
     int skip_retries;
+    int retry_wait; /* the next reservation waits for locked rows (cp_sched_reserve_wait) */
     int last_timeout;
     char last_reason[32];
     char last_msg[CP_SESS_MSG_MAX];
@@ -401,6 +402,22 @@ static void cp_sess_start_on_node(cp_sess_op *op)
     }
 }
 
+/* Every candidate tried failed (or the attempts ran out): the session fails with the last reason.
+ */
+static void cp_sess_attempts_failed(cp_sess_op *op)
+{
+    char msg[CP_SESS_MSG_MAX + 96];
+    snprintf(msg, sizeof(msg), "the session could not be started on %zu node(s); last: %s",
+             op->ntried, op->last_msg[0] ? op->last_msg : op->last_reason);
+    cJSON *d = cJSON_CreateObject();
+    if (d) {
+        cJSON_AddItemToObject(d, "attempts", op->failures);
+        op->failures = NULL;
+    }
+    cp_sess_create_fail(op, op->last_timeout ? 504 : 502,
+                        op->last_timeout ? "start_timeout" : "start_failed", msg, d);
+}
+
 static void cp_sess_explained(int err, PGresult *res, void *ud)
 {
     cp_sess_op *op = ud;
@@ -415,8 +432,15 @@ static void cp_sess_explained(int err, PGresult *res, void *ud)
         return;
     }
     if (available > 0 && op->skip_retries++ < CP_SESS_SKIP_RETRIES) {
+        /* A node was only locked (a concurrent reservation, a heartbeat): retry, waiting for it. */
         cJSON_Delete(d);
-        cp_sess_try_next(op); /* a node was only locked by a concurrent reservation */
+        op->retry_wait = 1;
+        cp_sess_try_next(op);
+        return;
+    }
+    if (op->ntried > 0) {
+        cJSON_Delete(d);
+        cp_sess_attempts_failed(op);
         return;
     }
     double nodes = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(d, "nodes"));
@@ -447,22 +471,14 @@ static void cp_sess_reserved(int err, PGresult *res, void *ud)
         return;
     }
     if (PQntuples(res) == 0) {
-        if (op->ntried > 0) {
-            /* Every candidate tried failed: the session fails with the last reason. */
-            char msg[CP_SESS_MSG_MAX + 96];
-            snprintf(msg, sizeof(msg), "the session could not be started on %zu node(s); last: %s",
-                     op->ntried, op->last_msg[0] ? op->last_msg : op->last_reason);
-            cJSON *d = cJSON_CreateObject();
-            if (d) {
-                cJSON_AddItemToObject(d, "attempts", op->failures);
-                op->failures = NULL;
-            }
-            cp_sess_create_fail(op, op->last_timeout ? 504 : 502,
-                                op->last_timeout ? "start_timeout" : "start_failed", msg, d);
-            return;
-        }
+        /* Nothing reserved: was a node only skipped (SKIP LOCKED), or is there none left? */
+        const char *tried[CP_SESSION_ATTEMPTS_MAX];
+        for (size_t i = 0; i < op->ntried; i++)
+            tried[i] = op->tried[i];
         cp_db *db = cp_sess_db(op->eng);
-        int rc = db ? cp_sched_explain(db, &op->req, cp_sess_explained, op) : WP_ERR_CLOSED;
+        int rc =
+            db ? cp_sched_explain_untried(db, &op->req, tried, op->ntried, cp_sess_explained, op)
+               : WP_ERR_CLOSED;
         if (rc != 0)
             cp_sess_create_db_error(op, rc);
         return;
@@ -484,17 +500,21 @@ static void cp_sess_try_next(cp_sess_op *op)
 {
     int max = (int)op->eng->s->cfg->schedule_attempts;
     if ((int)op->ntried >= max || op->ntried >= CP_SESSION_ATTEMPTS_MAX) {
-        cp_sess_reserved(0, NULL, op); /* PQntuples(NULL) is 0: "no more candidates" */
+        cp_sess_attempts_failed(op); /* max >= 1, so ntried >= 1 */
         return;
     }
     const char *tried[CP_SESSION_ATTEMPTS_MAX];
     for (size_t i = 0; i < op->ntried; i++)
         tried[i] = op->tried[i];
     op->attempt = (int)op->ntried + 1;
+    int wait = op->retry_wait;
+    op->retry_wait = 0;
     cp_db *db = cp_sess_db(op->eng);
-    int rc = db ? cp_sched_reserve(db, op->id, &op->req, tried, op->ntried, op->attempt,
-                                   cp_tunnel_replica_id(op->eng->s), cp_sess_reserved, op)
-                : WP_ERR_CLOSED;
+    int rc = !db    ? WP_ERR_CLOSED
+             : wait ? cp_sched_reserve_wait(db, op->id, &op->req, tried, op->ntried, op->attempt,
+                                            cp_tunnel_replica_id(op->eng->s), cp_sess_reserved, op)
+                    : cp_sched_reserve(db, op->id, &op->req, tried, op->ntried, op->attempt,
+                                       cp_tunnel_replica_id(op->eng->s), cp_sess_reserved, op);
     if (rc != 0)
         cp_sess_create_db_error(op, rc);
 }
@@ -1056,8 +1076,14 @@ static void cp_sess_reconcile_listed(const cp_wolf_result *r, void *ud)
         return;
     }
     size_t n = (size_t)cJSON_GetArraySize(lobbies);
-    if (n > CP_SESSIONS_RECONCILE_LOBBIES_MAX)
-        n = CP_SESSIONS_RECONCILE_LOBBIES_MAX;
+    if (n > CP_SESSIONS_RECONCILE_LOBBIES_MAX) {
+        /* A truncated list would make the sessions past the cut look lost: compare nothing. */
+        wp_log_warn("reconciliation skipped: too many lobbies on the node", WP_LS("node", op->node),
+                    WP_LI("lobbies", (long long)n),
+                    WP_LI("max", (long long)CP_SESSIONS_RECONCILE_LOBBIES_MAX));
+        cp_sess_op_free(op);
+        return;
+    }
     op->orphans = calloc(n + 1, sizeof(*op->orphans));
     const char **ids = calloc(n + 1, sizeof(char *));
     const char **rns = calloc(n + 1, sizeof(char *));

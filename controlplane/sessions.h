@@ -54,7 +54,7 @@
 #define CP_SESSIONS_MARGIN_S              5
 #define CP_SESSIONS_OPS_MAX               4096 /* creates + stops + reconciles in flight */
 #define CP_SESSIONS_LOBBY_MAX             128  /* bytes of a Wolf lobby id */
-#define CP_SESSIONS_RECONCILE_LOBBIES_MAX 1024
+#define CP_SESSIONS_RECONCILE_LOBBIES_MAX 1024 /* more on a node: reconciliation is skipped */
 
 struct cp_call;
 

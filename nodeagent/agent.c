@@ -442,7 +442,9 @@ static void na_prepare_cb(uv_prepare_t *p)
     na_agent *a = p->data;
     a->stats.tunnel_state = a->state; /* enum na_tunnel_state mirrors enum na_state */
     a->stats.streams_open = a->nstreams;
-    if (a->want_pump)
+    /* A pump can queue more (an `error` message from a stream closed by a pull):
+     * pump again now, as nothing would wake the loop before it polls. */
+    for (int i = 0; a->want_pump && i < 4; i++)
         na_pump(a);
     if (!a->mux) {
         if (a->mux_timer_due) {

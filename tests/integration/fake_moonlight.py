@@ -19,17 +19,21 @@ HTTP/1.1 server on 127.0.0.1:port (threads; start()/stop(), also a context manag
     close -> close echoed; `ws_messages` records (opcode, payload) received;
   * anything else under /api/ -> 404 JSON; GET / -> a small HTML page.
 `requests` records {"method", "path", "headers": {lower-case name: value}} for every request,
-so a test can assert the wolfpack token was NOT forwarded and the credentials WERE injected.
+so a test can assert the wolfpack token was NOT forwarded and the credentials WERE injected
+(server plumbing: fake_http.py).
 """
 import base64
 import hashlib
 import json
+import os
 import queue
-import socket
 import struct
+import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fake_http import FakeHandler, FakeHTTPServer  # noqa: E402
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 WS_MAX = 1024 * 1024
@@ -43,28 +47,18 @@ def _unmask(data, mask):
     return (int.from_bytes(data, "big") ^ int.from_bytes(m, "big")).to_bytes(n, "big")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class FakeMoonlightWeb:
+class FakeMoonlightWeb(FakeHTTPServer):
     def __init__(self, port, credentials="secret-cred", pair_delay=0.2, hold_pair=False, keepalive_s=1.0):
-        self.port = port
+        super().__init__(port)
         self.credentials = credentials
         self.pair_delay = pair_delay
         self.hold_pair = hold_pair
         self.keepalive_s = keepalive_s
-        self.lock = threading.Lock()
-        self.requests = []
         self.ws_messages = []
         self.pair_times = []
         self._pair_ev = threading.Event()
         self._stop = threading.Event()
         self._sse = []          # queues of connected SSE clients
-        self._socks = set()
-        self._srv = None
-        self._thread = None
 
     def release_pair(self):
         """Lets every pending and later /api/pair send `Paired` now (until hold_pairs())."""
@@ -90,76 +84,13 @@ class FakeMoonlightWeb:
         with self.lock:
             return [r["headers"] for r in self.requests if r["path"].split("?", 1)[0] == path]
 
-    def start(self):
-        fake = self
-
-        class H(Handler):
-            pass
-        H.fake = fake
-        self._srv = _Server(("127.0.0.1", self.port), H)
-        self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.1},
-                                        daemon=True)
-        self._thread.start()
-        return self
-
     def stop(self):
         self._stop.set()
         self._pair_ev.set()
-        if self._srv:
-            self._srv.shutdown()
-            self._srv.server_close()
-        with self.lock:
-            socks = list(self._socks)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread:
-            self._thread.join(5)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *a):
-        self.stop()
+        super().stop()
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    fake = None
-
-    def log_message(self, *a):
-        pass
-
-    def setup(self):
-        super().setup()
-        with self.fake.lock:
-            self.fake._socks.add(self.connection)
-
-    def finish(self):
-        try:
-            super().finish()
-        finally:
-            with self.fake.lock:
-                self.fake._socks.discard(self.connection)
-
-    def _record(self):
-        with self.fake.lock:
-            self.fake.requests.append({"method": self.command, "path": self.path,
-                                       "headers": {k.lower(): v for k, v in self.headers.items()}})
-
-    def _send(self, status, body, ctype="application/json"):
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
-        if isinstance(body, str):
-            body = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
+class Handler(FakeHandler):
     def _chunk(self, data):
         if isinstance(data, str):
             data = data.encode()
@@ -307,3 +238,6 @@ class Handler(BaseHTTPRequestHandler):
             h = struct.pack(">BBQ", 0x80 | op, 127, n)
         self.wfile.write(h + payload)
         self.wfile.flush()
+
+
+FakeMoonlightWeb.handler = Handler  # defined below the server class it serves

@@ -10,13 +10,15 @@ also a context manager):
   * GET /clipboard -> 200 text/plain, the current text; POST /clipboard -> stores the body
     (Content-Length required, at most 1 MiB, else 411/413), 200 {"ok":true};
   * anything else -> 404.
-`requests` records {"method", "path", "headers"} for every request.
+`requests` records {"method", "path", "headers"} for every request (server plumbing:
+fake_http.py).
 """
-import json
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import os
+import sys
 from urllib.parse import parse_qs, urlsplit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fake_http import FakeHandler, FakeHTTPServer  # noqa: E402
 
 PNG_SIG = b"\x89PNG\r\n\x1a\n"
 MAX_SCREENSHOT = 200 * 1024 * 1024
@@ -41,88 +43,10 @@ def _chunks(n):
         sent += k
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class FakeSandbox:
-    def __init__(self, port, screenshot_size=64 * 1024):
-        self.port = port
-        self.screenshot_size = screenshot_size
-        self.clipboard = ""
-        self.lock = threading.Lock()
-        self.requests = []
-        self._socks = set()
-        self._srv = None
-        self._thread = None
-
-    def start(self):
-        class H(_Handler):
-            pass
-        H.fake = self
-        self._srv = _Server(("127.0.0.1", self.port), H)
-        self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.1},
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        if self._srv:
-            self._srv.shutdown()
-            self._srv.server_close()
-        with self.lock:
-            socks = list(self._socks)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread:
-            self._thread.join(5)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *a):
-        self.stop()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    fake = None
-
-    def log_message(self, *a):
-        pass
-
-    def setup(self):
-        super().setup()
-        with self.fake.lock:
-            self.fake._socks.add(self.connection)
-
-    def finish(self):
-        try:
-            super().finish()
-        finally:
-            with self.fake.lock:
-                self.fake._socks.discard(self.connection)
-
-    def _send(self, status, body, ctype="application/json"):
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
-        if isinstance(body, str):
-            body = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
+class _Handler(FakeHandler):
     def _dispatch(self):
         u = urlsplit(self.path)
-        with self.fake.lock:
-            self.fake.requests.append({"method": self.command, "path": self.path,
-                                       "headers": {k.lower(): v for k, v in self.headers.items()}})
+        self._record()
         if self.command == "GET" and u.path == "/screenshot":
             n = self.fake.screenshot_size
             q = parse_qs(u.query)
@@ -168,3 +92,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(404, {"error": "not found"})
 
     do_GET = do_POST = do_PUT = do_DELETE = _dispatch
+
+
+class FakeSandbox(FakeHTTPServer):
+    handler = _Handler
+
+    def __init__(self, port, screenshot_size=64 * 1024):
+        super().__init__(port)
+        self.screenshot_size = screenshot_size
+        self.clipboard = ""

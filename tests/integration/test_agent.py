@@ -13,56 +13,17 @@ import os
 import re
 import signal
 import socket
-import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fake_cp import F_FIN, F_RST, FakeCP, T_WINDOW, welcome  # noqa: E402
-from wolfpack_test import Runner, binary, free_port  # noqa: E402
+from fake_cp import FakeCP, welcome  # noqa: E402
+from wolfpack_test import Agent, EchoServer, Runner, free_port, wait_for  # noqa: E402
 
 TOKEN = "wpa_fakeAgentToken0123456789abcdefghijklmnopqrstu"
 NODE = "test-node-1"
-
-
-class EchoServer:
-    """Threaded echo server on tcp or a unix socket; half-closes after the peer's EOF."""
-
-    def __init__(self, unix_path=None):
-        if unix_path:
-            self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.s.bind(unix_path)
-        else:
-            self.s = socket.socket()
-            self.s.bind(("127.0.0.1", 0))
-            self.port = self.s.getsockname()[1]
-        self.s.listen(16)
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self):
-        while True:
-            try:
-                c, _ = self.s.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(c,), daemon=True).start()
-
-    @staticmethod
-    def _echo(c):
-        try:
-            while True:
-                d = c.recv(65536)
-                if not d:
-                    break
-                c.sendall(d)
-            c.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        finally:
-            c.close()
 
 
 class StallServer:
@@ -86,46 +47,15 @@ class StallServer:
             self.conns.append(c)
 
 
-class Agent:
-    def __init__(self, d, name, url, pin, token_file, services, extra=()):
-        self.log_path = os.path.join(d, name + ".log")
-        self.logf = open(self.log_path, "wb")
-        args = [binary("wolfpack-agent"), "run", "--url", url, "--token-file", token_file,
-                "--ca-pin", pin, "--node-id", NODE, "--log-level", "debug",
-                "--label", "zone=test"] + [a for s in services for a in ("--service", s)] + list(extra)
-        env = dict(os.environ)
-        env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=99"
-        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1:exitcode=98")
-        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=self.logf, env=env)
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def stop(self, timeout=20):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise RuntimeError("agent ignored SIGTERM:\n" + self.log()[-3000:])
-        self.logf.close()
-        return self.proc.returncode
+def start_agent(d, name, url, pin, token_file, services, extra=()):
+    """The agent under test, against the fake control plane."""
+    return Agent(d, name, ["run", "--url", url, "--token-file", token_file, "--ca-pin", pin,
+                           "--node-id", NODE, "--log-level", "debug", "--label", "zone=test"] +
+                 [a for s in services for a in ("--service", s)] + list(extra))
 
 
 class Ctx:
     pass
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def test_upgrade_and_hello(c):
@@ -288,17 +218,19 @@ def test_reconnect_backoff(c):
 def test_wrong_pin_and_token(c):
     d = c.dir
     bad_pin = "sha256:" + "00" * 32
-    a1 = Agent(d, "badpin", c.cp.url, bad_pin, c.token_file, [])
+    a1 = start_agent(d, "badpin", c.cp.url, bad_pin, c.token_file, [])
     bad_tok = os.path.join(d, "bad.token")
     with open(bad_tok, "w") as f:
         f.write("wpa_notTheRightTokenXXXXXXXXXXXX\n")
-    a2 = Agent(d, "badtoken", c.cp.url, c.cp.pin, bad_tok, [])
+    a2 = start_agent(d, "badtoken", c.cp.url, c.cp.pin, bad_tok, [])
     try:
-        wait_for(lambda: "certificate pin mismatch" in a1.log(), 10, "pin mismatch log")
-        wait_for(lambda: "refused our token" in a2.log(), 10, "token refused log")
+        assert wait_for(lambda: "certificate pin mismatch" in a1.log(), 10, 0.05), \
+            "timed out waiting for pin mismatch log"
+        assert wait_for(lambda: "refused our token" in a2.log(), 10, 0.05), \
+            "timed out waiting for token refused log"
     finally:
-        assert a1.stop() == 0, a1.log()[-2000:]
-        assert a2.stop() == 0, a2.log()[-2000:]
+        assert a1.stop(timeout=20) == 0, a1.log()[-2000:]
+        assert a2.stop(timeout=20) == 0, a2.log()[-2000:]
     # The bad-pin agent never got to send an HTTP request (so never sent the token).
     assert len(c.cp.tls_failures) >= 1
     for _, path, hdrs, status in c.cp.requests:
@@ -354,7 +286,7 @@ def main():
     stall = StallServer()
     services = ["moonlight=tcp:127.0.0.1:%d" % echo.port, "wolf=unix:" + sock_path,
                 "deadsvc=tcp:127.0.0.1:%d" % dead, "stall=tcp:127.0.0.1:%d" % stall.port]
-    c.agent = Agent(c.dir, "agent", c.cp.url, c.cp.pin, c.token_file, services)
+    c.agent = start_agent(c.dir, "agent", c.cp.url, c.cp.pin, c.token_file, services)
     try:
         c.tunnel = c.cp.next_tunnel(timeout=15)
         if not c.tunnel:
@@ -365,10 +297,7 @@ def main():
                   test_wrong_pin_and_token, test_sigterm_drain, test_token_never_logged):
             r.run(t, c)
     finally:
-        rc = c.agent.stop()
-        if rc != 0:
-            print("FAIL agent exit %d\n%s" % (rc, c.agent.log()[-3000:]))
-            r.failed += 1
+        r.expect_exit("agent", c.agent.stop(timeout=20), c.agent.log())
         c.cp.close()
     if r.failed:
         print(c.agent.log()[-6000:])

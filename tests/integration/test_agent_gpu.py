@@ -12,14 +12,13 @@ a --sysfs-root that does not exist (exit 2).
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wolfpack_test import BIN_DIR, Runner, Wolfpackd, binary, read_response  # noqa: E402
+from wolfpack_test import (AGENT_SAN_ENV, BIN_DIR, Agent, Runner, Wolfpackd, admin_token, api,  # noqa: E402
+                           binary)
 
 FIXTURE = """driver_version=550.54.14
 count=2
@@ -74,24 +73,10 @@ class Ctx:
     agent = None
 
 
-def api(c, path):
-    s = c.wp.connect()
-    s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n"
-               % (path, c.admin)).encode())
-    st, _, raw = read_response(s)
-    s.close()
-    return st, (json.loads(raw) if raw else None)
-
-
-def agent_log(c):
-    with open(c.agent_log, "rb") as f:
-        return f.read().decode("utf-8", "replace")
-
-
 def agent_env(c):
     e = dict(os.environ)
     e["FAKE_NVML_FIXTURE"] = c.fixture
-    e.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=99")
+    e.setdefault("ASAN_OPTIONS", AGENT_SAN_ENV["ASAN_OPTIONS"])
     return e
 
 
@@ -104,23 +89,14 @@ def probe(c, *args):
 
 
 def test_node_shows_gpus(c):
-    c.agent_log = os.path.join(c.wp.dir, "agent.log")
-    c.agent_logf = open(c.agent_log, "wb")
-    c.agent = subprocess.Popen(
-        [binary("wolfpack-agent"), "--url", "wss://localhost:%d" % c.wp.port,
-         "--token-file", os.path.join(c.wp.state, "join.token"), "--ca-file", c.wp.ca_file,
-         "--node-id", "gpu-node", "--sysfs-root", c.tree, "--nvml-lib", fake_nvml(),
-         "--log-level", "debug"],
-        stdout=c.agent_logf, stderr=subprocess.STDOUT, env=agent_env(c))
-    deadline = time.time() + 40
-    node = None
-    while time.time() < deadline:
-        assert c.agent.poll() is None, agent_log(c)[-3000:]
-        st, node = api(c, "/api/v1/nodes/gpu-node")
-        if st == 200 and node.get("gpus") and node.get("gpu_stats"):
-            break
-        time.sleep(0.3)
-    assert node and node.get("gpus") and node.get("gpu_stats"), (node, agent_log(c)[-3000:])
+    c.agent = Agent(c.wp.dir, "gpu-node", [
+        "--url", "wss://localhost:%d" % c.wp.port,
+        "--token-file", os.path.join(c.wp.state, "join.token"), "--ca-file", c.wp.ca_file,
+        "--node-id", "gpu-node", "--sysfs-root", c.tree, "--nvml-lib", fake_nvml(),
+        "--log-level", "debug"], env={"FAKE_NVML_FIXTURE": c.fixture})
+    node = c.agent.wait_online(c.wp, c.admin, timeout=40,
+                               until=lambda n: n.get("gpus") and n.get("gpu_stats"))
+    assert node and node.get("gpus") and node.get("gpu_stats"), (node, c.agent.log()[-3000:])
     assert node["gpu_vendor"] == "nvidia", node
     gpus = node["gpus"]
     assert [g["vendor"] for g in gpus] == ["nvidia", "nvidia", "intel"], gpus
@@ -139,14 +115,12 @@ def test_node_shows_gpus(c):
     assert stats[1]["utilization"] is None, stats  # NOT_SUPPORTED in NVML: unknown
     assert stats[2]["memory_total"] is None, stats  # Intel via sysfs: no VRAM figures
     # the vendor filter of the node list sees it
-    st, lst = api(c, "/api/v1/nodes?gpu_vendor=nvidia")
+    st, lst = api(c.wp, "GET", "/api/v1/nodes?gpu_vendor=nvidia", c.admin)
     assert st == 200 and "gpu-node" in [n["id"] for n in lst["nodes"]], lst
 
 
 def test_agent_stops_cleanly(c):
-    c.agent.send_signal(signal.SIGTERM)
-    assert c.agent.wait(timeout=40) == 0, agent_log(c)[-3000:]
-    c.agent_logf.close()
+    assert c.agent.stop(timeout=40) == 0, c.agent.log()[-3000:]
 
 
 def test_probe_prints_inventory(c):
@@ -189,8 +163,7 @@ def main():
     with open(c.fixture, "w") as f:
         f.write(FIXTURE)
     c.wp = Wolfpackd(wait_ready=True, extra_args=["--heartbeat-interval", "1"])
-    with open(os.path.join(c.wp.state, "admin.token")) as f:
-        c.admin = f.read().strip()
+    c.admin = admin_token(c.wp)
     try:
         r.run(test_node_shows_gpus, c)
         if c.agent:
@@ -199,13 +172,8 @@ def main():
         r.run(test_probe_none_with_empty_sysfs, c)
         r.run(test_probe_bad_sysfs_root, c)
     finally:
-        if c.agent and c.agent.poll() is None:
-            c.agent.kill()
-        rc = c.wp.stop()
-        if rc != 0:
-            print("FAIL wolfpackd exit %d\n%s" % (rc, c.wp.log()[-3000:]))
-            r.failed += 1
-    return r.done()
+        rc = r.finish(c.wp, c.agent)
+    return rc
 
 
 if __name__ == "__main__":

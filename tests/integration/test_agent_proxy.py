@@ -15,32 +15,16 @@ written here (Basic auth optional, counts CONNECTs and 407s, pipes bytes):
 """
 import base64
 import os
-import re
-import shlex
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wolfpack_test import Runner, Wolfpackd, binary, exchange, free_port, read_response  # noqa: E402
+from wolfpack_test import (Agent, EchoServer, Runner, Wolfpackd, accept_loop, admin_token,  # noqa: E402
+                           connect_stream, exchange, get_node, join_args, metric, pipe, wait_for)
 
-JOIN_RE = re.compile(r"^\s*wolfpack-agent (--url \S+ --token \S+ --ca-pin sha256:[0-9a-f]{64})\s*$",
-                     re.M)
 USER, PASSWORD = "agent-user", "proxy-s3cret-pw"
-ASAN_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=99",
-            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=98"}
-
-
-def wait_for(pred, timeout, step=0.1):
-    deadline = time.time() + timeout
-    while True:
-        v = pred()
-        if v or time.time() >= deadline:
-            return v
-        time.sleep(step)
 
 
 class ConnectProxy:
@@ -58,20 +42,12 @@ class ConnectProxy:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(32)
         self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_loop(self.sock, self._serve)
 
     def reset(self):
         with self.lock:
             self.connects = []
             self.refused = []
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
         try:
@@ -105,150 +81,46 @@ class ConnectProxy:
             c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             c.settimeout(None)
             up.settimeout(None)
-            t = threading.Thread(target=self._pipe, args=(up, c), daemon=True)
+            t = threading.Thread(target=pipe, args=(up, c), daemon=True)
             t.start()
-            self._pipe(c, up)
+            pipe(c, up)
             t.join(timeout=60)
         except (OSError, ValueError):
             pass
         finally:
             c.close()
 
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                b.sendall(d)
-            b.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-
-class Echo:
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(c,), daemon=True).start()
-
-    @staticmethod
-    def _echo(c):
-        try:
-            while True:
-                d = c.recv(65536)
-                if not d:
-                    break
-                c.sendall(d)
-            c.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-
-class Agent:
-    def __init__(self, d, name, args, env_extra):
-        self.log_path = os.path.join(d, "agent-%s.log" % name)
-        self.logf = open(self.log_path, "wb")
-        self.status_port = free_port()
-        argv = [binary("wolfpack-agent"), "run"] + list(args) + [
-            "--node-id", name, "--status-listen", "127.0.0.1:%d" % self.status_port,
-            "--probe-interval", "60", "--log-level", "debug"]
-        env = {k: v for k, v in os.environ.items()
-               if k.lower() not in ("https_proxy", "http_proxy", "no_proxy", "all_proxy")}
-        env.update(ASAN_ENV)
-        env.update(env_extra)
-        self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT, env=env)
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def metrics(self):
-        s = socket.create_connection(("127.0.0.1", self.status_port), timeout=5)
-        try:
-            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            st, _, body = read_response(s)
-        finally:
-            s.close()
-        assert st == 200, st
-        return body.decode()
-
-    def stop(self, timeout=45):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise RuntimeError("agent ignored SIGTERM:\n" + self.log()[-3000:])
-        self.logf.close()
-        return self.proc.returncode
-
-
-def metric(text, name):
-    m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
-    return float(m.group(1)) if m else None
 
 
 class Ctx:
     pass
 
 
-def api_get(c, path):
-    s = c.wp.connect()
-    try:
-        s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n"
-                   % (path, c.admin)).encode())
-        st, _, body = read_response(s)
-    finally:
-        s.close()
-    return st, body
-
-
 def online(c, node):
-    try:
-        st, body = api_get(c, "/api/v1/nodes/" + node)
-    except (OSError, EOFError):
-        return False
-    return st == 200 and b'"status":"online"' in body
+    n = get_node(c.wp, c.admin, node)
+    return n is not None and n.get("status") == "online"
+
+
+def proxy_agent(c, name, args, env):
+    return Agent(c.wp.dir, name, ["run"] + list(args) + ["--node-id", name, "--probe-interval", "60",
+                                                         "--log-level", "debug"],
+                 env=env, status="auto")
 
 
 def test_online_through_proxy(c):
     c.proxy.reset()
     url = "http://%s:%s@127.0.0.1:%d" % (USER, PASSWORD, c.proxy.port)
-    a = Agent(c.wp.dir, "px-ok", c.join + ["--service", "echo=tcp:127.0.0.1:%d" % c.echo.port],
-              {"HTTPS_PROXY": url})
+    a = proxy_agent(c, "px-ok", c.join + ["--service", "echo=tcp:127.0.0.1:%d" % c.echo.port],
+                    {"HTTPS_PROXY": url})
     try:
-        assert wait_for(lambda: online(c, "px-ok") or a.proc.poll() is not None, 40), a.log()[-3000:]
-        assert a.proc.poll() is None, a.log()[-3000:]
+        assert a.wait_online(c.wp, c.admin, timeout=40), a.log()[-3000:]
         with c.proxy.lock:
             targets = list(c.proxy.connects)
         assert targets and all(t == "127.0.0.1:%d" % c.wp.port for t in targets), targets
         assert 'msg="egress through an HTTP proxy (CONNECT)" proxy=http://127.0.0.1:%d auth=basic' \
             % c.proxy.port in a.log(), a.log()[-3000:]
         # a stream through wolfpackd -> tunnel (through the proxy) -> echo
-        s = c.wp.connect()
-        s.sendall(("CONNECT px-ok:echo HTTP/1.1\r\nHost: px-ok:echo\r\nAuthorization: Bearer %s"
-                   "\r\n\r\n" % c.admin).encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            d = s.recv(1)
-            assert d, head
-            head += d
+        s, head = connect_stream(c.wp, "px-ok:echo", c.admin)
         assert head.startswith(b"HTTP/1.1 200"), head
         payload = os.urandom(256 * 1024)
         assert bytes(exchange(s, payload, len(payload))) == payload
@@ -262,7 +134,7 @@ def test_online_through_proxy(c):
 def test_wrong_credentials_backoff(c):
     c.proxy.reset()
     url = "http://%s:wrong-password-123@127.0.0.1:%d" % (USER, c.proxy.port)
-    a = Agent(c.wp.dir, "px-bad", c.join, {"https_proxy": url, "HTTPS_PROXY": "http://127.0.0.1:1"})
+    a = proxy_agent(c, "px-bad", c.join, {"https_proxy": url, "HTTPS_PROXY": "http://127.0.0.1:1"})
     try:
         # lowercase https_proxy wins over HTTPS_PROXY: the attempts reach our proxy
         assert wait_for(lambda: c.proxy.refused, 15), a.log()[-3000:]
@@ -272,7 +144,7 @@ def test_wrong_credentials_backoff(c):
             n = len([t for t in c.proxy.refused if t <= first + 6])
         # full-jitter backoff from 1 s: at least the immediate retry, never a tight loop
         assert 2 <= n <= 10, (n, a.log()[-3000:])
-        assert a.proc.poll() is None, a.log()[-3000:]
+        assert a.alive(), a.log()[-3000:]
         assert "proxy authentication failed (407)" in a.log(), a.log()[-3000:]
         assert not online(c, "px-bad")
         text = a.metrics()
@@ -288,13 +160,11 @@ def test_wrong_credentials_backoff(c):
 
 def test_no_proxy_dials_directly(c):
     c.proxy.reset()
-    a = Agent(c.wp.dir, "px-direct", c.join,
-              {"HTTPS_PROXY": "http://127.0.0.1:%d" % c.proxy.port,
-               "NO_PROXY": "example.com, 127.0.0.0/8"})
+    a = proxy_agent(c, "px-direct", c.join,
+                    {"HTTPS_PROXY": "http://127.0.0.1:%d" % c.proxy.port,
+                     "NO_PROXY": "example.com, 127.0.0.0/8"})
     try:
-        assert wait_for(lambda: online(c, "px-direct") or a.proc.poll() is not None, 40), \
-            a.log()[-3000:]
-        assert a.proc.poll() is None, a.log()[-3000:]
+        assert a.wait_online(c.wp, c.admin, timeout=40), a.log()[-3000:]
         assert "NO_PROXY excludes the control plane" in a.log(), a.log()[-3000:]
         with c.proxy.lock:
             assert not c.proxy.connects and not c.proxy.refused, (c.proxy.connects, c.proxy.refused)
@@ -304,9 +174,9 @@ def test_no_proxy_dials_directly(c):
 
 
 def test_bad_proxy_url_refused(c):
-    a = Agent(c.wp.dir, "px-badurl", c.join, {"HTTPS_PROXY": "ftp://127.0.0.1:21"})
+    a = proxy_agent(c, "px-badurl", c.join, {"HTTPS_PROXY": "ftp://127.0.0.1:21"})
     try:
-        rc = a.proc.wait(timeout=20)
+        rc = a.wait(timeout=20)
     finally:
         a.stop()
     assert rc == 2, (rc, a.log())
@@ -317,24 +187,18 @@ def main():
     r = Runner()
     c = Ctx()
     c.proxy = ConnectProxy(USER, PASSWORD)
-    c.echo = Echo()
+    c.echo = EchoServer()
     c.wp = Wolfpackd(wait_ready=True, extra_args=["--heartbeat-interval", "2"])
     try:
-        with open(os.path.join(c.wp.state, "admin.token")) as f:
-            c.admin = f.read().strip()
-        m = wait_for(lambda: JOIN_RE.search(c.wp.stdout()), 20)
-        assert m, c.wp.stdout()
-        c.join = shlex.split(m.group(1))
+        c.admin = admin_token(c.wp)
+        c.join = join_args(c.wp)
         r.run(test_online_through_proxy, c)
         r.run(test_wrong_credentials_backoff, c)
         r.run(test_no_proxy_dials_directly, c)
         r.run(test_bad_proxy_url_refused, c)
     finally:
-        rc = c.wp.stop()
-    if rc != 0:
-        print("wolfpackd exited %d" % rc)
-        return 1
-    return r.done()
+        rc = r.finish(c.wp)
+    return rc
 
 
 if __name__ == "__main__":

@@ -27,11 +27,6 @@ import base64
 import hashlib
 import json
 import os
-import re
-import select
-import shlex
-import socket
-import ssl
 import struct
 import subprocess
 import sys
@@ -40,7 +35,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wolfpack_test import Runner, Wolfpackd, binary, exchange, free_port, read_response  # noqa: E402
+from wolfpack_test import (Agent, Runner, Wolfpackd, admin_token, exchange, free_port,  # noqa: E402
+                           join_args, read_response, wait_for)
 from fake_moonlight import FakeMoonlightWeb  # noqa: E402
 from fake_sandbox import FakeSandbox, _chunks  # noqa: E402
 from fake_wolf import FakeWolf  # noqa: E402
@@ -48,16 +44,6 @@ from fake_wolf import FakeWolf  # noqa: E402
 NODE = "px-node"
 CREDS = "ml-credentials-5f2a9c"
 MiB = 1 << 20
-JOIN_RE = re.compile(r"^\s*wolfpack-agent (--url \S+ --token \S+ --ca-pin sha256:[0-9a-f]{64})\s*$", re.M)
-
-
-def wait_for(pred, timeout, step=0.1):
-    deadline = time.time() + timeout
-    while True:
-        v = pred()
-        if v or time.time() >= deadline:
-            return v
-        time.sleep(step)
 
 
 class Ctx:
@@ -167,24 +153,14 @@ def setup(c):
     c.sb = FakeSandbox(free_port()).start()
     c.wp = Wolfpackd(extra_args=["--proxy-timeout", "2"],
                      env={"WOLFPACK_MOONLIGHT_CREDENTIALS": CREDS}, wait_ready=True)
-    with open(os.path.join(c.wp.state, "admin.token")) as f:
-        c.admin = f.read().strip()
-    m = wait_for(lambda: JOIN_RE.search(c.wp.stdout()), 20)
-    assert m, c.wp.stdout()
-    args = shlex.split(m.group(1))
-    args += ["--node-id", NODE, "--service", "wolf=unix:" + c.wolf_sock,
+    c.admin = admin_token(c.wp)
+    args = ["run"] + join_args(c.wp) + ["--node-id", NODE, "--service", "wolf=unix:" + c.wolf_sock,
              "--service", "moonlight=tcp:127.0.0.1:%d" % c.ml.port,
              "--sandbox-port", str(c.sb.port), "--sandbox-address", "127.0.0.1",
              "--status-listen", "none", "--log-level", "debug"]
-    c.agent_log = os.path.join(c.dir, "agent.log")
-    c.agent_logf = open(c.agent_log, "wb")
-    c.agent = subprocess.Popen([binary("wolfpack-agent"), "run"] + args, stdout=c.agent_logf,
-                               stderr=subprocess.STDOUT)
-
-    def online():
-        st, _, b = call(c, "GET", "/api/v1/nodes/" + NODE, c.admin)
-        return st == 200 and b.get("connected_replica")
-    assert wait_for(online, 30, 0.2), open(c.agent_log).read()[-3000:]
+    c.agent = Agent(c.dir, NODE, args)
+    assert c.agent.wait_online(c.wp, c.admin, timeout=30, until=lambda n: n.get("connected_replica")), \
+        c.agent.log()[-3000:]
     st, _, b = call(c, "POST", "/api/v1/tokens", c.admin, {"name": "alice", "role": "user"})
     assert st == 201, (st, b)
     c.alice, c.alice_id = b["token"], b["id"]
@@ -196,12 +172,11 @@ def setup(c):
 
 
 def teardown(c):
-    if getattr(c, "agent", None) and c.agent.poll() is None:
-        c.agent.terminate()
+    if getattr(c, "agent", None):
         try:
-            c.agent.wait(30)
-        except subprocess.TimeoutExpired:
-            c.agent.kill()
+            c.agent.stop(timeout=30)
+        except RuntimeError:
+            pass  # ignored SIGTERM: stop() killed it
     rc = c.wp.stop() if getattr(c, "wp", None) else 0
     for f in ("wolf", "ml", "sb"):
         if getattr(c, f, None):

@@ -5,7 +5,8 @@ agents in front of FakeWolves.
 Covered: a Wolf that restarted (all lobbies lost) turns the node's running sessions `lost`
 once its agent reconnects (capacity released, session.lost), while a lobby nobody owns is
 reported (node.orphan_lobby) but, matching no session row, never stopped — and a healthy
-session on that node stays running; killing wolfpackd with SIGKILL in the middle of creates
+session on that node stays running; a node listing more lobbies than reconciliation takes
+(1024) is left alone rather than compared with a cut list; killing wolfpackd with SIGKILL in the middle of creates
 leaves no session stuck in pending/starting after the restart (the recovery pass fails them
 and gives their slots back) and active_sessions matches the sessions table; the lobbies those
 interrupted creates left on the Wolves are reported only while --reap-orphans is off, and
@@ -86,6 +87,29 @@ def test_orphan_reported_and_reaped(c):
     assert c.psql("SELECT status FROM sessions WHERE id = '%s'" % keep["id"]) == "running"
     c.stop_all_sessions()
     assert wolf_post(c.wolves[1].socket_path, "/api/v1/lobbies/stop", {"lobby_id": orphan})["success"]
+
+
+def test_too_many_lobbies_skips_reconcile(c):
+    # 1024 lobbies nobody owns, then a session: its lobby is listed after the first 1024
+    lobby = {"profile_id": "other", "name": "filler", "multi_user": True, "stop_when_everyone_leaves": False,
+             "video_settings": {"width": 1920, "height": 1080, "refresh_rate": 60, "wayland_render_node": "",
+                                "runner_render_node": "", "video_producer_buffer_caps": ""},
+             "audio_settings": {"channel_count": 2}, "runner_state_folder": "x",
+             "runner": {"type": "process", "run_cmd": "true"}}
+    for _ in range(1024):
+        assert wolf_post(c.wolves[2].socket_path, "/api/v1/lobbies/create", lobby)["success"]
+    st, a = c.create(requirements={"node_id": "n2"})
+    assert st == 201, a
+    assert list(c.wolves[2].lobbies)[-1] == a["wolf"]["lobby_id"]
+    restart_agent(c, 2)
+    ok = wait_for(lambda: c.wp.logged("reconciliation skipped: too many lobbies on the node"), 20, 0.2)
+    assert ok, c.wp.log()[-3000:]
+    # a list cut at 1024 must not make the session look lost, nor report the rest
+    assert c.psql("SELECT status FROM sessions WHERE id = '%s'" % a["id"]) == "running"
+    assert c.psql("SELECT count(*) FROM events WHERE node_id = 'n2' AND type = 'node.orphan_lobby'") == "0"
+    c.stop_all_sessions()
+    c.wolves[2].restart()  # drops the filler lobbies
+    assert c.lobbies() == 0
 
 
 def orphan_events(c, why):
@@ -170,7 +194,8 @@ def main():
     r = Runner()
     cl = Cluster([{"region": "eu"}, {"region": "eu"}, {"region": "us"}], max_sessions=4, extra_args=ARGS)
     try:
-        for fn in (test_lost_after_wolf_restart, test_orphan_reported_and_reaped, test_sigkill_during_creates):
+        for fn in (test_lost_after_wolf_restart, test_orphan_reported_and_reaped,
+                   test_too_many_lobbies_skips_reconcile, test_sigkill_during_creates):
             r.run(fn, cl)
     finally:
         rcs = cl.close()

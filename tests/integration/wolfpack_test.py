@@ -1,18 +1,22 @@
 """wolfpack_test.py — shared helpers for the integration tests.
 
 Starts the real wolfpackd binary in a temporary state directory on a free
-loopback port, waits until it listens, and offers TLS/plain socket helpers.
+loopback port, waits until it listens, and offers TLS/plain socket helpers;
+for tests with real agents: the admin token, the printed join command, the
+admin API, CONNECT streams, an echo server and an Agent process class.
 Stdlib only (python3 from Debian), so CI needs nothing beyond apt packages.
 """
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -144,17 +148,25 @@ class Wolfpackd:
         return self.proc.poll() is None
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise RuntimeError("wolfpackd did not exit on signal %d:\n%s" % (sig, self.log()))
-        self.logf.close()
-        self.outf.close()
-        return self.proc.returncode
+        try:
+            return stop_process(self.proc, sig, timeout, "wolfpackd", self.log)
+        finally:
+            self.logf.close()
+            self.outf.close()
+
+
+def stop_process(proc, sig, timeout, what, log):
+    """Sends sig to a running proc and waits up to timeout s. Returns its exit status; on a
+    timeout kills it and raises RuntimeError with log() (its log text) in the message."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError("%s did not exit on signal %d:\n%s" % (what, sig, log()[-4000:]))
+    return proc.returncode
 
 
 def exchange(s, payload, expect_len, timeout=60):
@@ -265,6 +277,230 @@ class Runner:
             traceback.print_exc()
             sys.stdout.flush()
 
+    def expect_exit(self, what, rc, log="", want=0):
+        """Counts a failure (printing the log tail) unless a process's exit status rc is want."""
+        if rc != want:
+            self.failed += 1
+            print("FAIL %s exited %s (want %d)\n%s" % (what, rc, want, log[-3000:]), flush=True)
+
+    def finish(self, wp, *agents):
+        """End of a run: kills the agents (None skipped) still running, stops wolfpackd and
+        counts a failure unless it exited 0. Returns done()'s exit status."""
+        for a in agents:
+            if a:
+                a.kill()
+        self.expect_exit("wolfpackd", wp.stop(), wp.log())
+        return self.done()
+
     def done(self):
         print("%d passed, %d failed" % (self.passed, self.failed), flush=True)
         return 1 if self.failed else 0
+
+
+# ---------------------------------------------------------------------------
+# wolfpackd with real agents: the join command, the admin API, agent processes
+
+JOIN_RE = re.compile(r"^\s*wolfpack-agent (--url \S+ --token \S+ --ca-pin sha256:[0-9a-f]{64})\s*$",
+                     re.M)
+# Sanitizer settings for agents (the exit codes wolfpackd's runs use too).
+AGENT_SAN_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=99",
+                 "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=98"}
+PROXY_VARS = ("https_proxy", "http_proxy", "no_proxy", "all_proxy")
+
+
+def wait_for(pred, timeout, step=0.1):
+    """Polls pred() until it returns something true or timeout seconds pass. Returns its last value."""
+    deadline = time.time() + timeout
+    while True:
+        v = pred()
+        if v or time.time() >= deadline:
+            return v
+        time.sleep(step)
+
+
+def admin_token(wp):
+    """The admin token wolfpackd minted on its first run (<state>/admin.token)."""
+    with open(os.path.join(wp.state, "admin.token")) as f:
+        return f.read().strip()
+
+
+def join_args(wp, timeout=20):
+    """The --url/--token/--ca-pin arguments of the join command wp printed on stdout."""
+    m = wait_for(lambda: JOIN_RE.search(wp.stdout()), timeout)
+    assert m, wp.stdout()
+    return shlex.split(m.group(1))
+
+
+def api(wp, method, path, token, body=None, timeout=10):
+    """One request with a Bearer token on a fresh connection. Returns (status, JSON body or None)."""
+    s = wp.connect(timeout=timeout)
+    try:
+        data = b"" if body is None else json.dumps(body).encode()
+        s.sendall(("%s %s HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n"
+                   "Content-Length: %d\r\n\r\n" % (method, path, token, len(data))).encode() + data)
+        st, _, raw = read_response(s, timeout=timeout)
+    finally:
+        s.close()
+    return st, (json.loads(raw) if raw else None)
+
+
+def get_node(wp, token, node):
+    """GET /api/v1/nodes/{node}: its JSON, or None when it is unknown or the API did not answer."""
+    try:
+        st, body = api(wp, "GET", "/api/v1/nodes/" + node, token)
+    except (OSError, EOFError, ValueError):
+        return None
+    return body if st == 200 else None
+
+
+def connect_stream(wp, target, token):
+    """Sends `CONNECT target` with a Bearer token and reads the answer head byte by byte (no
+    stream byte is consumed). Returns (socket, head); the caller checks the status and closes."""
+    s = wp.connect()
+    s.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n"
+               % (target, target, token)).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = s.recv(1)
+        assert d, head
+        head += d
+    return s, head
+
+
+def accept_loop(sock, serve):
+    """Accepts on a listening socket until it is closed; serve(conn) runs on a daemon thread per
+    connection. Returns the (daemon) accepting thread, already started."""
+    def loop():
+        while True:
+            try:
+                c, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return t
+
+
+def pipe(src, dst):
+    """Copies src to dst until src's EOF, then half-closes dst. Socket errors end it quietly."""
+    try:
+        while True:
+            d = src.recv(65536)
+            if not d:
+                break
+            dst.sendall(d)
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+class EchoServer:
+    """Threaded echo server on 127.0.0.1 (.port) or on a unix socket; half-closes after the peer's EOF."""
+
+    def __init__(self, unix_path=None):
+        if unix_path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(unix_path)
+        else:
+            self.sock = socket.socket()
+            self.sock.bind(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
+        self.sock.listen(16)
+        accept_loop(self.sock, self._echo)
+
+    @staticmethod
+    def _echo(c):
+        try:
+            pipe(c, c)
+        finally:
+            c.close()
+
+
+class Agent:
+    """One wolfpack-agent process: the binary, then args as given (a subcommand first where
+    wanted), then --status-listen when status is set ("auto": a free loopback port, kept in
+    .status_port; otherwise the value as given). stdout and stderr go to <d>/agent-<name>.log.
+    The environment is ours without proxy variables, plus AGENT_SAN_ENV, plus env."""
+
+    def __init__(self, d, name, args, env=None, status=None):
+        self.name = name
+        self.log_path = os.path.join(d, "agent-%s.log" % name)
+        self.status_port = free_port() if status == "auto" else None
+        argv = [binary("wolfpack-agent")] + list(args)
+        if status is not None:
+            argv += ["--status-listen", "127.0.0.1:%d" % self.status_port if self.status_port else status]
+        e = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
+        e.update(AGENT_SAN_ENV)
+        e.update(env or {})
+        self.logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT, env=e)
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def wait(self, timeout):
+        """Waits for the process to exit on its own. Returns its exit status."""
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, sig=signal.SIGTERM, timeout=45):
+        """Signals the agent and waits. Returns its exit status; raises if it ignored the signal."""
+        try:
+            return stop_process(self.proc, sig, timeout, "agent " + self.name, self.log)
+        finally:
+            self.logf.close()
+
+    def kill(self):
+        """Cleanup after a failure: SIGKILL if still running."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.logf.close()
+
+    def wait_online(self, wp, token, node=None, timeout=40, until=None):
+        """Polls GET /api/v1/nodes/{node} (default: this agent's name) until until(node JSON) holds
+        (default: status "online"). Returns that JSON, or None on timeout; fails at once, with
+        the log tail, when the agent exits."""
+        until = until or (lambda n: n.get("status") == "online")
+        deadline = time.time() + timeout
+        while True:
+            assert self.alive(), "agent %s exited (%s):\n%s" % (self.name, self.proc.returncode,
+                                                                  self.log()[-3000:])
+            n = get_node(wp, token, node or self.name)
+            if n is not None and until(n):
+                return n
+            if time.time() >= deadline:
+                return None
+            time.sleep(0.3)
+
+    def status_get(self, path):
+        """One GET on the agent's --status-listen port. Returns (status, headers, body)."""
+        s = socket.create_connection(("127.0.0.1", self.status_port), timeout=5)
+        try:
+            s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
+            return read_response(s)
+        finally:
+            s.close()
+
+    def status_try_get(self, path):
+        """status_get, or None while the endpoint does not answer."""
+        try:
+            return self.status_get(path)
+        except (OSError, EOFError):
+            return None
+
+    def metrics(self):
+        """The agent's /metrics exposition text (asserts a 200)."""
+        st, _, body = self.status_get("/metrics")
+        assert st == 200, st
+        return body.decode()
+
+
+def metric(text, name):
+    """The value of one sample line `name value` of a Prometheus exposition, or None."""
+    m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+    return float(m.group(1)) if m else None

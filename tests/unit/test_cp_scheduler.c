@@ -380,6 +380,18 @@ WP_TEST(explain_counts)
     WP_CHECK_EQ(excluded_(e.json, "capacity"), 0);
     WP_CHECK_EQ(e.available, 1); /* e-4 */
     cJSON_Delete(e.json);
+    /* the nodes a session already tried are left out of the count */
+    const char *tried[] = {"e-4", "e-3"};
+    eres et = {0};
+    WP_CHECK_EQ(cp_sched_explain_untried(db_, &r, tried, 2, explain_cb_, &et), 0);
+    run_until_(&et.done, 15000);
+    WP_CHECK_EQ(et.err, 0);
+    WP_CHECK_EQ((int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(et.json, "nodes")), 6);
+    WP_CHECK_EQ(excluded_(et.json, "gpu_vendor"), 0);
+    WP_CHECK_EQ(et.available, 0);
+    cJSON_Delete(et.json);
+    const char *bad[] = {"e'4"};
+    WP_CHECK_EQ(cp_sched_explain_untried(db_, &r, bad, 1, explain_cb_, &et), WP_ERR_INVAL);
     cJSON_Delete(doc);
     /* explicit node */
     doc = cJSON_Parse("{\"requirements\":{\"node_id\":\"e-2\"}}");
@@ -449,9 +461,12 @@ static void race_reserved_(int err, PGresult *res, void *ud)
 
 static void race_reserve_(racer *r)
 {
-    r->tries++;
-    if (cp_sched_reserve(r->db, r->sid, &race_req_, NULL, 0, r->tries, "replica-t", race_reserved_,
-                         r) != 0) {
+    /* retries wait for the rows SKIP LOCKED skipped, as sessions.c does: still no overbooking */
+    int (*reserve)(cp_db *, const char *, const cp_sched_req *, const char *const *, size_t, int,
+                   const char *, cp_db_result_cb, void *) =
+        r->tries++ ? cp_sched_reserve_wait : cp_sched_reserve;
+    if (reserve(r->db, r->sid, &race_req_, NULL, 0, r->tries, "replica-t", race_reserved_, r) !=
+        0) {
         r->state = 3;
         race_left_--;
     }

@@ -259,7 +259,9 @@ WP_TEST(header_rejections)
         {{0, 1, 0, 0, 1}, WP_ERR_PROTO},
         {{0, 1, 0, 7, 1}, WP_ERR_PROTO},
         {{0, 1, 0, 2, WP_STREAM_INITIAL_WINDOW}, 0},
-        {{0, 1, 0, 2, WP_STREAM_INITIAL_WINDOW + 1}, WP_ERR_PROTO},
+        {{0, 1, 0, 2, WP_STREAM_INITIAL_WINDOW + 1}, 0}, /* grown windows (§7.1) */
+        {{0, 1, 0, 2, WP_STREAM_WINDOW_LIMIT}, 0},
+        {{0, 1, 0, 2, WP_STREAM_WINDOW_LIMIT + 1}, WP_ERR_PROTO},
         {{0, 1, ACK, 2, 0xffffffffu}, WP_ERR_PROTO},
         {{0, 1, RST, 2, 0}, 0},
         {{0, 1, RST, 2, 1}, WP_ERR_PROTO},
@@ -905,7 +907,7 @@ WP_TEST(builders_refuse_invalid_frames)
     WP_CHECK_EQ(wp_frame_put_window_update(&b, 2, SYN, 0), WP_ERR_INVAL);
     WP_CHECK_EQ(wp_frame_put_window_update(&b, 2, RST, 1), WP_ERR_INVAL);
     WP_CHECK_EQ(wp_frame_put_window_update(&b, 2, RST | FIN, 0), WP_ERR_INVAL);
-    WP_CHECK_EQ(wp_frame_put_window_update(&b, 2, 0, WP_STREAM_INITIAL_WINDOW + 1), WP_ERR_INVAL);
+    WP_CHECK_EQ(wp_frame_put_window_update(&b, 2, 0, WP_STREAM_WINDOW_LIMIT + 1), WP_ERR_INVAL);
     WP_CHECK_EQ(wp_frame_put_window_update(&b, 0, 0, 1), WP_ERR_INVAL);
     WP_CHECK_EQ(wp_frame_put_window_update(&b, 5, ACK, 0), WP_ERR_INVAL);
     /* Ping */

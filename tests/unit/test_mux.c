@@ -979,10 +979,13 @@ WP_TEST(violations_goaway_proto_error)
         put_syn(&vb_, 2, 0, 1);
         WP_CHECK_EQ(wp_frame_put_window_update(&vb_, 2, WP_FRAME_FLAG_FIN, 0), 0);
     });
-    /* WindowUpdate above the initial window (the server's window is full at open) */
+    /* WindowUpdate above the window this end accepts (announced stream_window_max, §7.1);
+     * the server's window is full at open */
     VIOLATION(WP_MUX_SERVER, "above", {
         put_syn(&vb_, 2, 0, 0);
-        WP_CHECK_EQ(wp_frame_put_window_update(&vb_, 2, 0, 1), 0);
+        WP_CHECK_EQ(wp_frame_put_window_update(&vb_, 2, 0,
+                                               WP_STREAM_WINDOW_MAX - WP_STREAM_INITIAL_WINDOW + 1),
+                    0);
     });
 }
 
@@ -1006,9 +1009,12 @@ WP_TEST(violations_client_side)
         } else if (cases[i].kind == 1) {
             WP_CHECK_EQ(wp_frame_put_data(&b, id, 0, "early", 5), 0);
         } else {
-            /* the SYN used 2 + PRE_LEN of the window: more credit than that overflows */
+            /* the SYN used 2 + PRE_LEN of the window: more credit than that (and the growth
+             * this end accepts) overflows */
             WP_CHECK_EQ(wp_frame_put_window_update(&b, id, WP_FRAME_FLAG_ACK, 2 + PRE_LEN), 0);
-            WP_CHECK_EQ(wp_frame_put_window_update(&b, id, 0, 1), 0);
+            WP_CHECK_EQ(wp_frame_put_window_update(
+                            &b, id, 0, WP_STREAM_WINDOW_MAX - WP_STREAM_INITIAL_WINDOW + 1),
+                        0);
         }
         expect_goaway(c, &b, WP_ERR_PROTO, WP_GOAWAY_PROTO_ERROR, cases[i].reason);
         WP_CHECK_EQ(ts(c, id)->closed, 1);
@@ -1475,6 +1481,57 @@ WP_TEST(on_writable_edge_triggered)
     tend_free(s);
 }
 
+/*
+ * Output can vanish without a pull: the peer's RST for the only stream with
+ * queued data discards it. The owner, told by on_writable, finds
+ * wp_mux_want_pull() == 0 and stops; the mux must be armed again then, or the
+ * next output (the ACK of the next stream) never raises on_writable and sits
+ * until something unrelated makes the owner pull (the agent's heartbeat:
+ * "ACKs seconds late after the control plane reset or half-closed a stream").
+ */
+WP_TEST(output_dropped_by_peer_rst_rearms)
+{
+    tend *c = tend_new(WP_MUX_CLIENT, NULL), *s = tend_new(WP_MUX_SERVER, NULL);
+    uint32_t a = open_stream(c, NULL);
+    pump(c, s, 0);
+    WP_CHECK_EQ(ts(c, a)->acked, 1);
+    WP_CHECK_EQ(wp_mux_want_pull(s->m), 0);
+    int w0 = s->writable_cbs;
+    WP_CHECK_EQ(wp_mux_write(s->m, a, "answer", 6), 6); /* the service answered */
+    WP_CHECK_EQ(s->writable_cbs, w0 + 1);
+    /* before the owner pulls, the peer's RST for a arrives */
+    WP_CHECK_EQ(wp_mux_reset(c->m, a), 0);
+    wp_buf out;
+    wp_buf_init(&out, MiB);
+    WP_CHECK(wp_mux_pull(c->m, &out, MiB) > 0);
+    WP_CHECK_EQ(wp_mux_feed(s->m, wp_buf_ptr(&out), wp_buf_len(&out), 0), 0);
+    WP_CHECK_EQ(ts(s, a)->closed, 1);
+    WP_CHECK_EQ(wp_mux_want_pull(s->m), 0); /* the owner stops here without pulling */
+    /* the next stream: its ACK must raise on_writable again */
+    uint32_t b = open_stream(c, NULL);
+    wp_buf_reset(&out);
+    WP_CHECK(wp_mux_pull(c->m, &out, MiB) > 0);
+    WP_CHECK_EQ(wp_mux_feed(s->m, wp_buf_ptr(&out), wp_buf_len(&out), 0), 0);
+    WP_CHECK_EQ(ts(s, b)->opened, 1);
+    WP_CHECK_EQ(wp_mux_want_pull(s->m), 1);
+    WP_CHECK_EQ(s->writable_cbs, w0 + 2);
+    /* the same when the FIN-only frame of a stream is dropped by the RST */
+    pump(c, s, 0);
+    WP_CHECK_EQ(ts(c, b)->acked, 1);
+    WP_CHECK_EQ(wp_mux_close_write(s->m, b), 0);
+    WP_CHECK_EQ(s->writable_cbs, w0 + 3);
+    WP_CHECK_EQ(wp_mux_reset(c->m, b), 0);
+    wp_buf_reset(&out);
+    WP_CHECK(wp_mux_pull(c->m, &out, MiB) > 0);
+    WP_CHECK_EQ(wp_mux_feed(s->m, wp_buf_ptr(&out), wp_buf_len(&out), 0), 0);
+    WP_CHECK_EQ(wp_mux_want_pull(s->m), 0);
+    WP_CHECK_EQ(wp_mux_ping(s->m, 0), 0);
+    WP_CHECK_EQ(s->writable_cbs, w0 + 4);
+    wp_buf_free(&out);
+    tend_free(c);
+    tend_free(s);
+}
+
 /* ---- split invariance and hostile input ---- */
 
 /* A scenario with several streams both ways; returns the two logs concatenated. */
@@ -1735,6 +1792,7 @@ int main(void)
     WP_RUN(reset_inside_data_callback);
     WP_RUN(goaway_and_free_inside_callbacks);
     WP_RUN(on_writable_edge_triggered);
+    WP_RUN(output_dropped_by_peer_rst_rearms);
     WP_RUN(byte_at_a_time_identical);
     WP_RUN(hostile_random_input);
     WP_RUN(api_misuse);
