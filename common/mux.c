@@ -69,8 +69,10 @@ typedef struct mux_stream {
     size_t preamble_len;
     wp_buf sendq;
     uint32_t send_window, recv_window, credit;
-    uint32_t win;       /* receive window granted to the peer: initial, grows (§7.1) */
-    uint64_t win_epoch; /* when the last credit left (or the stream opened) */
+    uint32_t win;           /* receive window granted to the peer: initial, grows (§7.1) */
+    uint64_t win_epoch;     /* when credit last reached the threshold (clocked) */
+    unsigned win_paced : 1; /* win_epoch is set */
+    unsigned grow_ok : 1;   /* that half window was consumed fast: grow with the credit */
     size_t unconsumed;
     uint64_t last_active, open_deadline;
 } mux_stream;
@@ -199,10 +201,10 @@ int wp_mux_config_check(const wp_mux_config *c)
         return WP_ERR_CONFIG;
     if (c->write_slack > WP_STREAM_INITIAL_WINDOW)
         return WP_ERR_CONFIG;
-    if ((c->send_window_max && (c->send_window_max < c->initial_window ||
-                                c->send_window_max > WP_STREAM_WINDOW_LIMIT)) ||
-        (c->recv_window_max && (c->recv_window_max < c->initial_window ||
-                                c->recv_window_max > WP_STREAM_WINDOW_LIMIT)))
+    if ((c->send_window_max &&
+         (c->send_window_max < c->initial_window || c->send_window_max > WP_STREAM_WINDOW_LIMIT)) ||
+        (c->recv_window_max &&
+         (c->recv_window_max < c->initial_window || c->recv_window_max > WP_STREAM_WINDOW_LIMIT)))
         return WP_ERR_CONFIG;
     if (c->max_streams < 1 || c->max_streams > 65536 || c->max_pending_syn < 1)
         return WP_ERR_CONFIG;
@@ -794,7 +796,6 @@ static void mux_on_syn(wp_mux *m, const wp_frame *f)
     s->send_window = m->cfg.initial_window;
     s->recv_window = m->cfg.initial_window - (uint32_t)f->payload_len;
     s->win = m->cfg.initial_window;
-    s->win_epoch = m->now;
     m->recv_granted += s->win;
     s->credit = (uint32_t)pre; /* the preamble counts as consumed once parsed (§6.2) */
     s->pending = 1;
@@ -1074,26 +1075,21 @@ void wp_mux_touch(wp_mux *m, uint64_t now_ms)
 /* ---- output ---- */
 
 /*
- * Receive-window auto-tuning (PROTOCOL.md §7.1), decided when credit leaves:
- * if the half window just credited was consumed within max(window_grow_ms,
- * 2 x RTT) of the previous credit (or the open), the window was what limited
- * the stream, so it doubles (the extra rides on this WindowUpdate), up to
+ * Receive-window auto-tuning (PROTOCOL.md §7.1). wp_mux_consumed_at notes
+ * whether the half window that just reached the threshold was consumed within
+ * max(window_grow_ms, 2 x RTT) of the previous one: then the
+ * window, not the reader, limited the stream. When that credit leaves, the
+ * window doubles (the extra rides on the same WindowUpdate), up to
  * recv_window_max and only while the sum of all streams' windows stays within
- * max_buffered. A reader that does not keep up never grows its window. The
- * times are the last feed/tick (pull knows no clock): late, never early.
+ * max_buffered. A reader that does not keep up never grows its window.
  * Returns the bytes to add to the window (0: no growth).
  */
 static uint32_t stream_grow(wp_mux *m, mux_stream *s)
 {
-    uint64_t elapsed = m->now - s->win_epoch, lim = m->cfg.window_grow_ms;
-    s->win_epoch = m->now;
     uint32_t max = mux_recv_max(m);
-    if (s->win >= max)
+    if (!s->grow_ok || s->win >= max)
         return 0;
-    if (m->rtt > 0 && (uint64_t)m->rtt * 2 > lim)
-        lim = (uint64_t)m->rtt * 2;
-    if (elapsed >= lim)
-        return 0;
+    s->grow_ok = 0;
     uint32_t add = max - s->win < s->win ? max - s->win : s->win;
     if (m->recv_granted + add > m->cfg.max_buffered)
         return 0;
@@ -1470,7 +1466,6 @@ int wp_mux_open(wp_mux *m, const char *json, size_t len, void *stream_ud, uint32
     s->send_window = m->cfg.initial_window;
     s->recv_window = m->cfg.initial_window;
     s->win = m->cfg.initial_window;
-    s->win_epoch = m->now;
     m->recv_granted += s->win;
     s->pending = 1;
     s->syn_pending = 1;
@@ -1594,7 +1589,20 @@ int wp_mux_close_write(wp_mux *m, uint32_t id)
     return mux_leave(m, rc);
 }
 
-int wp_mux_consumed(wp_mux *m, uint32_t id, size_t n)
+/* The credit reached the threshold at now (clocked): was that half window consumed fast? */
+static void stream_note_pace(wp_mux *m, mux_stream *s, uint64_t now)
+{
+    uint64_t lim = m->cfg.window_grow_ms;
+    if (m->rtt > 0 && (uint64_t)m->rtt * 2 > lim)
+        lim = (uint64_t)m->rtt * 2;
+    /* the first half window only starts the clock: it arrives in one burst and
+     * lands in the local socket buffer, fast even for a slow reader */
+    s->grow_ok = s->win_paced && now >= s->win_epoch && now - s->win_epoch < lim;
+    s->win_epoch = now;
+    s->win_paced = 1;
+}
+
+static int mux_consumed(wp_mux *m, uint32_t id, size_t n, int clocked, uint64_t now)
 {
     if (!m)
         return WP_ERR_INVAL;
@@ -1606,9 +1614,16 @@ int wp_mux_consumed(wp_mux *m, uint32_t id, size_t n)
     if (rc == 0 && n > s->unconsumed)
         rc = WP_ERR_INVAL;
     if (rc == 0) {
+        uint32_t before = s->credit;
         s->unconsumed -= n;
         m->unconsumed_total -= n;
         s->credit += (uint32_t)n;
+        if (before < stream_threshold(s) && s->credit >= stream_threshold(s)) {
+            if (clocked)
+                stream_note_pace(m, s, now);
+            else
+                s->grow_ok = 0; /* no clock: never grow on a guess */
+        }
         /* before the accept, the ACK will carry the credit; after FIN none is needed */
         if (!s->remote_fin && !s->pending && !s->wu_queued && s->credit >= stream_threshold(s)) {
             rc = mux_ctrl_push(m, CTRL_WU, id, 0);
@@ -1619,6 +1634,16 @@ int wp_mux_consumed(wp_mux *m, uint32_t id, size_t n)
         }
     }
     return mux_leave(m, rc);
+}
+
+int wp_mux_consumed(wp_mux *m, uint32_t id, size_t n)
+{
+    return mux_consumed(m, id, n, 0, 0);
+}
+
+int wp_mux_consumed_at(wp_mux *m, uint32_t id, size_t n, uint64_t now_ms)
+{
+    return mux_consumed(m, id, n, 1, now_ms);
 }
 
 void *wp_mux_stream_ud(const wp_mux *m, uint32_t id)

@@ -379,14 +379,23 @@ int wp_mux_close_write(wp_mux *m, uint32_t id);
  * n bytes delivered by on_stream_data have left the owner's buffers (written
  * to the local socket / handed to the consumer). Credit is returned only now,
  * in one WindowUpdate once half the stream's window is consumed (not after
- * the peer's FIN; before wp_mux_accept it waits for the ACK). That
- * WindowUpdate may also grow the window (see wp_mux_config): the owner must
- * then hold up to recv_window_max unconsumed bytes per stream. Returns 0,
+ * the peer's FIN; before wp_mux_accept it waits for the ACK). This variant
+ * knows no clock and never grows the window. Returns 0,
  * WP_ERR_NOT_FOUND (stream gone: nothing to do),
  * WP_ERR_INVAL (n > bytes delivered and not consumed), WP_ERR_CLOSED,
  * WP_ERR_LIMIT (control queue full: the session fails with GoAway 2).
  */
 int wp_mux_consumed(wp_mux *m, uint32_t id, size_t n);
+
+/*
+ * wp_mux_consumed, with the time (same clock as wp_mux_feed) at which the
+ * bytes left: the receive window may then grow (PROTOCOL.md §7.1), when half
+ * a window was consumed within max(window_grow_ms, 2 x RTT) of the previous
+ * half, up to recv_window_max and within max_buffered for all streams' windows.
+ * The owner must then hold up to recv_window_max unconsumed bytes per stream.
+ * Same returns as wp_mux_consumed.
+ */
+int wp_mux_consumed_at(wp_mux *m, uint32_t id, size_t n, uint64_t now_ms);
 
 /* The stream's user data, NULL if unknown. */
 void *wp_mux_stream_ud(const wp_mux *m, uint32_t id);

@@ -440,22 +440,32 @@ static void cp_sched_params_free(cp_sched_params *p)
     cJSON_free(p->prefer);
 }
 
-/* LOCK: "SKIP LOCKED" (first try) or "" (a retry: wait for a row another transaction holds). */
-#define CP_SCHED_SQL_RESERVE(LOCK)                                                                 \
+/* The filters a node must pass to take a session, but for the explicit target and the nodes
+ * already tried (unqualified columns of nodes; $2 gpu_vendor, $3 labels). */
+#define CP_SCHED_ELIGIBLE                                                                          \
+    "enabled AND NOT draining AND status = 'online' AND "                                          \
+    "(cooldown_until IS NULL OR cooldown_until <= now()) AND connected_replica IS NOT NULL AND "   \
+    "active_sessions < max_sessions AND ($2::text IS NULL OR gpu_vendor = $2::text) AND "          \
+    "($3::jsonb IS NULL OR labels @> $3::jsonb) "
+
+/*
+ * LOCK locks the chosen candidate row (or not); RECHECK is applied by the UPDATE to the newest
+ * version of the row. First try: lock with SKIP LOCKED, nothing to recheck. Retry: pick the best
+ * candidate without locking, then let the UPDATE wait for that one row and recheck every filter
+ * on it (a reservation never waits for a row while holding another node's lock, so concurrent
+ * reservations cannot deadlock).
+ */
+#define CP_SCHED_SQL_RESERVE(LOCK, RECHECK)                                                        \
     "WITH sess AS (SELECT id FROM sessions WHERE id = $1::uuid AND status = 'pending' "            \
     "FOR UPDATE), "                                                                                \
-    "cand AS (SELECT id FROM nodes WHERE EXISTS (SELECT 1 FROM sess) AND enabled AND "             \
-    "NOT draining AND status = 'online' AND (cooldown_until IS NULL OR cooldown_until <= now()) "  \
-    "AND connected_replica IS NOT NULL AND active_sessions < max_sessions "                        \
-    "AND ($2::text IS NULL OR gpu_vendor = $2::text) "                                             \
-    "AND ($3::jsonb IS NULL OR labels @> $3::jsonb) "                                              \
+    "cand AS (SELECT id FROM nodes WHERE EXISTS (SELECT 1 FROM sess) AND " CP_SCHED_ELIGIBLE       \
     "AND ($4::text IS NULL OR id = $4::text) "                                                     \
     "AND NOT (id = ANY ($6::text[])) "                                                             \
     "ORDER BY CASE WHEN $5::jsonb IS NOT NULL AND labels @> $5::jsonb THEN 0 ELSE 1 END, "         \
     "active_sessions::float8 / greatest(max_sessions, 1), last_assigned_at ASC NULLS FIRST, id "   \
-    "LIMIT 1 FOR UPDATE " LOCK "), "                                                               \
+    "LIMIT 1 " LOCK "), "                                                                          \
     "r AS (UPDATE nodes n SET active_sessions = n.active_sessions + 1, "                           \
-    "last_assigned_at = clock_timestamp() FROM cand WHERE n.id = cand.id "                         \
+    "last_assigned_at = clock_timestamp() FROM cand WHERE n.id = cand.id " RECHECK                 \
     "RETURNING n.id, n.active_sessions, n.max_sessions), "                                         \
     "s AS (UPDATE sessions SET status = 'starting', node_id = r.id, attempts = attempts + 1 "      \
     "FROM r WHERE sessions.id = $1::uuid RETURNING sessions.id, r.id AS node_id), "                \
@@ -464,8 +474,8 @@ static void cp_sched_params_free(cp_sched_params *p)
     "jsonb_build_object('attempt', $7::int) FROM s) "                                              \
     "SELECT r.id AS node_id, r.active_sessions, r.max_sessions FROM r"
 
-static const char cp_sched_sql_reserve[] = CP_SCHED_SQL_RESERVE("SKIP LOCKED");
-static const char cp_sched_sql_reserve_wait[] = CP_SCHED_SQL_RESERVE("");
+static const char cp_sched_sql_reserve[] = CP_SCHED_SQL_RESERVE("FOR UPDATE SKIP LOCKED", "");
+static const char cp_sched_sql_reserve_wait[] = CP_SCHED_SQL_RESERVE("", "AND " CP_SCHED_ELIGIBLE);
 
 static int cp_sched_reserve_sql(const char *sql, cp_db *db, const char *session_id,
                                 const cp_sched_req *r, const char *const *tried, size_t ntried,

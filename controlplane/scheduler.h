@@ -123,10 +123,14 @@ int cp_sched_reserve(cp_db *db, const char *session_id, const cp_sched_req *r,
                      cp_db_result_cb cb, void *ud);
 
 /*
- * cp_sched_reserve() without SKIP LOCKED: waits for a candidate row another
- * transaction holds (a concurrent reservation, a heartbeat), then re-checks
- * it. For retries after cp_sched_explain*() counted `available` nodes that
- * the first reservation skipped. Same contract as cp_sched_reserve().
+ * cp_sched_reserve() that does not skip a locked node: it picks the best
+ * candidate without locking, then waits for that one row if another
+ * transaction holds it (a concurrent reservation, a heartbeat) and re-checks
+ * every filter on its newest version (no row when it no longer fits). For
+ * retries after cp_sched_explain*() counted `available` nodes that the first
+ * reservation skipped. Never waits while holding another node's row, so
+ * concurrent reservations cannot deadlock. Same contract as
+ * cp_sched_reserve().
  */
 int cp_sched_reserve_wait(cp_db *db, const char *session_id, const cp_sched_req *r,
                           const char *const *tried, size_t ntried, int attempt,

@@ -76,6 +76,10 @@ typedef struct cp_sess_op {
     char last_reason[32];
     char last_msg[CP_SESS_MSG_MAX];
     cJSON *failures;
+    int fail_status; /* the answer of a failed create, sent once the failure is recorded */
+    const char *fail_code;
+    char fail_msg[CP_SESS_MSG_MAX + 128];
+    cJSON *fail_details;
     /* stop / reconcile / reap */
     char lobby[CP_SESSIONS_LOBBY_MAX + 1];
     char note[CP_SESS_MSG_MAX];
@@ -130,6 +134,7 @@ static void cp_sess_op_free(cp_sess_op *op)
     eng->nops--;
     cJSON_Delete(op->doc);
     cJSON_Delete(op->failures);
+    cJSON_Delete(op->fail_details);
     for (size_t i = 0; i < op->nwolf; i++)
         free(op->wolf_sessions[i]);
     for (size_t i = 0; i < op->norphans; i++) {
@@ -263,15 +268,25 @@ static void cp_sess_create_db_error(cp_sess_op *op, int err)
     cp_sess_op_free(op);
 }
 
+/* Answers the failure cp_sess_create_fail recorded in op, then ends op. */
 static void cp_sess_failed_done(int err, PGresult *res, void *ud)
 {
     cp_sess_op *op = ud;
-    (void)err;
     (void)res;
+    if (err != 0)
+        wp_log_warn("session failed but not recorded (the recovery pass will)",
+                    WP_LS("session", op->id), WP_LE("err", err));
+    cp_sess_respond_details(op->call, op->fail_status, op->fail_code, op->fail_msg,
+                            op->fail_details);
+    op->fail_details = NULL;
+    op->call = NULL;
     cp_sess_op_free(op);
 }
 
-/* Fails the (pending) session in the database, answers status/code/msg (details consumed). */
+/*
+ * Fails the (pending) session in the database, then answers status/code/msg (details
+ * consumed; code a literal): a client that gets the error and reads the session sees it failed.
+ */
 static void cp_sess_create_fail(cp_sess_op *op, int status, const char *code, const char *msg,
                                 cJSON *details)
 {
@@ -283,14 +298,17 @@ static void cp_sess_create_fail(cp_sess_op *op, int status, const char *code, co
     char reason[CP_SESS_MSG_MAX + 64];
     snprintf(reason, sizeof(reason), "%s: %s", code, msg);
     const char *params[] = {op->id, reason, dt ? dt : "{}"};
-    cp_sess_respond_details(op->call, status, code, msg, details);
-    op->call = NULL;
+    op->fail_status = status;
+    op->fail_code = code;
+    snprintf(op->fail_msg, sizeof(op->fail_msg), "%s", msg);
+    cJSON_Delete(op->fail_details);
+    op->fail_details = details;
     cp_db *db = cp_sess_db(op->eng);
     int rc =
         db ? cp_db_query(db, cp_sess_sql_fail, 3, params, cp_sess_failed_done, op) : WP_ERR_CLOSED;
     cJSON_free(dt);
     if (rc != 0)
-        cp_sess_op_free(op);
+        cp_sess_failed_done(rc, NULL, op);
 }
 
 static void cp_sess_running(int err, PGresult *res, void *ud)

@@ -675,6 +675,9 @@ static int cp_hello_check(const cJSON *doc, char *err, size_t cap)
     const cJSON *dr = cJSON_GetObjectItemCaseSensitive(doc, "draining");
     if (dr && !cJSON_IsBool(dr))
         CP_HELLO_FAIL("draining: expected a boolean");
+    const cJSON *swm = cJSON_GetObjectItemCaseSensitive(doc, WP_HELLO_STREAM_WINDOW_MAX);
+    if (swm && !cp_is_int(swm, WP_STREAM_INITIAL_WINDOW, WP_STREAM_WINDOW_LIMIT))
+        CP_HELLO_FAIL("stream_window_max: expected an integer between 262144 and 2147483647");
     return 0;
 }
 
@@ -692,7 +695,8 @@ static int cp_tunnel_send_welcome(cp_tunnel *t)
              cJSON_AddNumberToObject(o, "heartbeat_interval_ms", reg->heartbeat_ms) &&
              cJSON_AddNumberToObject(o, "server_time", (double)cp_unix_ms()) &&
              cJSON_AddStringToObject(o, "node_id", t->node_id) &&
-             cJSON_AddStringToObject(o, "version", wp_version());
+             cJSON_AddStringToObject(o, "version", wp_version()) &&
+             cJSON_AddNumberToObject(o, WP_HELLO_STREAM_WINDOW_MAX, WP_STREAM_WINDOW_MAX);
     int rc = ok ? cp_tunnel_send_json(t, o) : WP_ERR_NOMEM;
     cJSON_Delete(o);
     return rc;
@@ -817,6 +821,9 @@ static void cp_tunnel_on_hello(cp_tunnel *t, const cJSON *doc)
     }
     wp_mux_config mcfg;
     wp_mux_config_default(&mcfg);
+    /* The agent's windows may grow up to the stream_window_max welcome announces (§7.1).
+     * Ours stay at the initial window (recv_window_max 0): the stream consumers (proxy,
+     * bridge, Wolf client) size their inbound buffers to it. */
     t->mux = wp_mux_new(WP_MUX_CLIENT, &mcfg, &cp_tunnel_mux_cbs, t);
     if (!t->mux || cp_tunnel_send_welcome(t) != 0) {
         cp_tunnel_end_reason(t, WP_GOAWAY_REASON_INTERNAL_ERROR, "cannot answer the hello");

@@ -169,6 +169,7 @@ char *na_hello_json(const na_config *cfg, const na_sandbox_policy *sb,
              cJSON_AddStringToObject(o, "version", wp_version()) &&
              cJSON_AddNumberToObject(o, "max_sessions", (double)cfg->max_sessions) &&
              cJSON_AddBoolToObject(o, "draining", draining ? 1 : 0) &&
+             cJSON_AddNumberToObject(o, WP_HELLO_STREAM_WINDOW_MAX, WP_STREAM_WINDOW_MAX) &&
              (gpu_inv || (cJSON_AddStringToObject(gpu, "vendor", "none") &&
                           cJSON_AddArrayToObject(gpu, "devices")));
     for (size_t i = 0; ok && i < cfg->nlabels; i++)
@@ -213,6 +214,8 @@ int na_welcome_parse(const cJSON *obj, na_welcome *out, char *err, size_t cap)
         {"server_time", WP_JSON_INT, 1, 0, 0, 9007199254740991LL},
         {"node_id", WP_JSON_STRING, 1, WP_NODE_ID_MAX, 0, 0},
         {"version", WP_JSON_STRING, 0, 255, 0, 0},
+        {WP_HELLO_STREAM_WINDOW_MAX, WP_JSON_INT, 0, 0, WP_STREAM_INITIAL_WINDOW,
+         WP_STREAM_WINDOW_LIMIT},
     };
     if (!obj || !out)
         return WP_ERR_INVAL;
@@ -242,6 +245,8 @@ int na_welcome_parse(const cJSON *obj, na_welcome *out, char *err, size_t cap)
     (void)wp_json_get_int(obj, "replica_count", &out->replica_count);
     (void)wp_json_get_int(obj, "heartbeat_interval_ms", &out->heartbeat_interval_ms);
     (void)wp_json_get_int(obj, "server_time", &out->server_time);
+    out->stream_window_max = WP_STREAM_INITIAL_WINDOW; /* absent: a server whose windows never grow */
+    (void)wp_json_get_int(obj, WP_HELLO_STREAM_WINDOW_MAX, &out->stream_window_max);
     if (out->replica_count > (long long)WP_MAX_REPLICAS)
         out->replica_count = WP_MAX_REPLICAS;
     if (out->heartbeat_interval_ms < WP_HEARTBEAT_MIN_MS)
@@ -779,6 +784,11 @@ static void na_on_welcome(na_agent *a, const cJSON *o)
     }
     wp_mux_config mc;
     wp_mux_config_default(&mc);
+    /* receive windows grow (PROTOCOL.md §7.1) up to what the server accepts */
+    if (w.stream_window_max > (long long)WP_STREAM_INITIAL_WINDOW)
+        mc.recv_window_max = w.stream_window_max < (long long)WP_STREAM_WINDOW_MAX
+                                 ? (uint32_t)w.stream_window_max
+                                 : WP_STREAM_WINDOW_MAX;
     a->mux = wp_mux_new(WP_MUX_SERVER, &mc, &na_mux_cbs, a);
     if (!a->mux) {
         na_tunnel_end(a, WP_GOAWAY_REASON_INTERNAL_ERROR, "out of memory", WP_WS_CLOSE_INTERNAL, 0);

@@ -357,8 +357,8 @@ static void na_stream_write_cb(uv_write_t *req, int status)
             na_stream_local_fail(s, status);
         return;
     }
-    if (s->live)
-        (void)wp_mux_consumed(s->mux, s->id, n); /* credit only now: the bytes left us */
+    if (s->live) /* credit only now: the bytes left us (the time lets the window grow) */
+        (void)wp_mux_consumed_at(s->mux, s->id, n, uv_now(s->host.loop));
     na_stream_maybe_shutdown(s);
     na_stream_maybe_finish(s);
 }

@@ -118,7 +118,10 @@ static const wp_mux_config fm_configs[4] = {
      .ping_interval_ms = 2000,
      .dead_timeout_ms = 16000,
      .reap_timeout_ms = 6000,
-     .open_ack_timeout_ms = 4000},
+     .open_ack_timeout_ms = 4000,
+     .send_window_max = 65536, /* windows grow (PROTOCOL.md §7.1) */
+     .recv_window_max = 65536,
+     .window_grow_ms = 50},
     {.initial_window = 256,
      .max_data = 64,
      .write_slack = 100,
@@ -140,7 +143,10 @@ static const wp_mux_config fm_configs[4] = {
      .ping_interval_ms = 1000,
      .dead_timeout_ms = 8000,
      .reap_timeout_ms = 3000,
-     .open_ack_timeout_ms = 2000},
+     .open_ack_timeout_ms = 2000,
+     .send_window_max = 1048576, /* growth capped by the budget (2 windows) */
+     .recv_window_max = 1048576,
+     .window_grow_ms = 1000},
 };
 
 /* Pull sizes: all >= 67, enough for any SYN with the preambles below. */
@@ -342,6 +348,13 @@ static void fm_wire_out(fm_side *s, const uint8_t *p, size_t n, int err_at_pull)
 
 /* ---- owner bookkeeping ---- */
 
+/* The largest receive window of the run's config (windows grow up to it, §7.1). */
+static uint64_t fm_win_max(void)
+{
+    return R.cfg->recv_window_max > R.cfg->initial_window ? R.cfg->recv_window_max
+                                                          : R.cfg->initial_window;
+}
+
 static fm_stream *fm_find(fm_side *s, uint32_t id)
 {
     for (size_t i = 0; i < FM_MAX_LIVE; i++)
@@ -483,7 +496,8 @@ static void fm_consume(fm_side *s, uint32_t id, uint64_t n)
     h->consumed += n;
     s->unconsumed -= n;
     fm_enter(s);
-    int rc = wp_mux_consumed(s->m, id, (size_t)n);
+    int rc = (n & 1) ? wp_mux_consumed(s->m, id, (size_t)n)
+                     : wp_mux_consumed_at(s->m, id, (size_t)n, R.now);
     fm_leave(s);
     if (rc == 0)
         return;
@@ -861,7 +875,7 @@ static void on_stream_data(wp_mux *m, void *ud, uint32_t id, void *sud, const ui
             WP_FUZZ_CHECK(p[i] == fm_pat(id, h->delivered + i));
     h->delivered += n;
     s->unconsumed += n;
-    WP_FUZZ_CHECK(h->delivered - h->consumed <= R.cfg->initial_window);
+    WP_FUZZ_CHECK(h->delivered - h->consumed <= fm_win_max());
     if (s->is_m)
         h->debt += n; /* M writes back as much as it receives */
     uint8_t first = p[0];
@@ -1050,11 +1064,13 @@ static void fm_check(fm_side *s)
         WP_FUZZ_CHECK(wp_mux_stream_stats_get(m, h->id, &st) == 0);
         WP_FUZZ_CHECK(wp_mux_stream_ud(m, h->id) == h->sud);
         WP_FUZZ_CHECK(st.unconsumed == h->delivered - h->consumed);
-        WP_FUZZ_CHECK(st.unconsumed <= R.cfg->initial_window);
+        WP_FUZZ_CHECK(st.unconsumed <= st.window && st.window <= fm_win_max());
+        WP_FUZZ_CHECK(st.window >= R.cfg->initial_window);
+        WP_FUZZ_CHECK(st.recv_window + st.unconsumed + st.credit_pending <= st.window);
         WP_FUZZ_CHECK(!!st.pending == !!h->pending && !!st.remote_fin == !!h->fin_recv);
         WP_FUZZ_CHECK(!!st.local_fin == !!h->fin_req);
-        WP_FUZZ_CHECK(st.send_window <= R.cfg->initial_window);
-        WP_FUZZ_CHECK(st.recv_window <= R.cfg->initial_window);
+        WP_FUZZ_CHECK(st.send_window <= fm_win_max());
+        WP_FUZZ_CHECK(st.recv_window <= st.window);
         WP_FUZZ_CHECK(st.queued <= (size_t)st.send_window + R.cfg->write_slack);
         WP_FUZZ_CHECK(!st.local_fin_sent || st.local_fin);
         queued += st.queued;

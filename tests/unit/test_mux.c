@@ -36,6 +36,8 @@ typedef struct tend {
     wp_mux *m;
     tstream *s;
     int auto_accept, auto_consume, echo;
+    int consume_at; /* auto_consume with wp_mux_consumed_at(now) */
+    uint64_t now;
     int writable_cbs, goaways, errors, deads;
     uint32_t goaway_code;
     int last_err;
@@ -155,7 +157,8 @@ static void cb_data(wp_mux *m, void *ud, uint32_t id, void *sud, const uint8_t *
     if (e->echo)
         WP_CHECK_EQ(wp_mux_write(m, id, p, n), (int)n);
     if (e->auto_consume && !t->no_consume)
-        WP_CHECK_EQ(wp_mux_consumed(m, id, n), 0);
+        WP_CHECK_EQ(
+            e->consume_at ? wp_mux_consumed_at(m, id, n, e->now) : wp_mux_consumed(m, id, n), 0);
 }
 
 static void cb_fin(wp_mux *m, void *ud, uint32_t id, void *sud)
@@ -1532,6 +1535,193 @@ WP_TEST(output_dropped_by_peer_rst_rearms)
     tend_free(s);
 }
 
+/* ---- receive-window growth (PROTOCOL.md §7.1) ---- */
+
+static wp_mux_config grow_cfg(void)
+{
+    wp_mux_config cfg;
+    wp_mux_config_default(&cfg);
+    cfg.recv_window_max = WP_STREAM_WINDOW_MAX; /* the peer announced 4 MiB */
+    return cfg;
+}
+
+/*
+ * Sends total bytes on stream id from c to s, pumping at *now and advancing
+ * it by step_ms per round. When `consume_per_round` is nonzero, s consumes at
+ * most that many bytes per round (else as it arrives, per s->auto_consume).
+ * Checks the window invariants throughout; returns the largest window seen.
+ */
+static uint32_t send_through(tend *c, tend *s, uint32_t id, size_t total, uint64_t *now,
+                             uint64_t step_ms, size_t consume_per_round)
+{
+    uint8_t *d = make_pattern(total);
+    tstream *t = ts(s, id);
+    size_t off = 0, cons = t->rx_len, base = t->rx_len;
+    uint32_t maxwin = 0;
+    for (int guard = 0; t->rx_len - base < total && guard < 200000; guard++) {
+        if (off < total) {
+            int w = wp_mux_write(c->m, id, d + off, total - off);
+            WP_CHECK(w >= 0);
+            off += (size_t)(w > 0 ? w : 0);
+        }
+        s->now = *now;
+        pump_split(c, s, 64 * KiB, 0, *now);
+        if (consume_per_round && t->rx_len > cons) {
+            size_t k = t->rx_len - cons < consume_per_round ? t->rx_len - cons : consume_per_round;
+            WP_CHECK_EQ(wp_mux_consumed_at(s->m, id, k, *now), 0);
+            cons += k;
+        }
+        wp_mux_stream_stats sst, cst;
+        WP_CHECK_EQ(wp_mux_stream_stats_get(s->m, id, &sst), 0);
+        WP_CHECK_EQ(wp_mux_stream_stats_get(c->m, id, &cst), 0);
+        WP_CHECK(sst.recv_window + sst.unconsumed + sst.credit_pending == sst.window);
+        WP_CHECK(sst.unconsumed <= sst.window);
+        WP_CHECK(cst.send_window <= sst.window);
+        WP_CHECK(sst.window <= WP_STREAM_WINDOW_MAX);
+        if (sst.window > maxwin)
+            maxwin = sst.window;
+        *now += step_ms;
+    }
+    WP_CHECK_EQ(t->rx_len - base, total);
+    WP_CHECK(check_pattern(t->rx + base, total));
+    free(d);
+    return maxwin;
+}
+
+WP_TEST(window_grows_under_fast_consumption)
+{
+    wp_mux_config cfg = grow_cfg();
+    tend *c = tend_new(WP_MUX_CLIENT, NULL), *s = tend_new(WP_MUX_SERVER, &cfg);
+    s->consume_at = 1;
+    uint32_t id = open_stream(c, NULL);
+    uint64_t now = 1000;
+    /* consumed as fast as it arrives, no time passing: the window doubles up to the max */
+    WP_CHECK_EQ(send_through(c, s, id, 24 * MiB, &now, 0, 0), WP_STREAM_WINDOW_MAX);
+    wp_mux_stream_stats st;
+    WP_CHECK_EQ(wp_mux_stream_stats_get(s->m, id, &st), 0);
+    WP_CHECK_EQ(st.window, WP_STREAM_WINDOW_MAX);
+    /* a grown window is a larger credit batch: half of 4 MiB */
+    WP_CHECK_EQ(wp_mux_stream_stats_get(c->m, id, &st), 0);
+    WP_CHECK(st.send_window <= WP_STREAM_WINDOW_MAX);
+    WP_CHECK_EQ(s->errors + c->errors, 0);
+    WP_CHECK_EQ(wp_mux_buffered_bytes(s->m), 0);
+    tend_free(c);
+    tend_free(s);
+
+    /* the peer did not announce stream_window_max (recv_window_max 0): no growth */
+    c = tend_new(WP_MUX_CLIENT, NULL);
+    s = tend_new(WP_MUX_SERVER, NULL);
+    s->consume_at = 1;
+    id = open_stream(c, NULL);
+    WP_CHECK_EQ(send_through(c, s, id, 4 * MiB, &now, 0, 0), WP_STREAM_INITIAL_WINDOW);
+    tend_free(c);
+    tend_free(s);
+    /* nor when the owner reports consumption without a clock */
+    c = tend_new(WP_MUX_CLIENT, NULL);
+    s = tend_new(WP_MUX_SERVER, &cfg);
+    id = open_stream(c, NULL);
+    WP_CHECK_EQ(send_through(c, s, id, 4 * MiB, &now, 0, 0), WP_STREAM_INITIAL_WINDOW);
+    tend_free(c);
+    tend_free(s);
+
+    /* a peer that does not accept grown windows refuses them: GoAway 1 */
+    wp_mux_config v1;
+    wp_mux_config_default(&v1);
+    v1.send_window_max = 0;
+    c = tend_new(WP_MUX_CLIENT, &v1);
+    s = tend_new(WP_MUX_SERVER, &cfg);
+    s->consume_at = 1;
+    id = open_stream(c, NULL);
+    uint8_t *d = make_pattern(2 * MiB);
+    for (int i = 0; i < 64 && !c->errors; i++) {
+        (void)wp_mux_write(c->m, id, d, 64 * KiB);
+        pump(c, s, now);
+    }
+    WP_CHECK_EQ(c->errors, 1);
+    WP_CHECK(strstr(c->reason, "above") != NULL);
+    free(d);
+    tend_free(c);
+    tend_free(s);
+}
+
+WP_TEST(window_no_growth_for_slow_or_stalled_reader)
+{
+    wp_mux_config cfg = grow_cfg();
+    tend *c = tend_new(WP_MUX_CLIENT, NULL), *s = tend_new(WP_MUX_SERVER, &cfg);
+    s->auto_consume = 0;
+    uint32_t id = open_stream(c, NULL);
+    uint64_t now = 1000;
+    /* a reader taking 200 ms per half window (slower than window_grow_ms) never grows it */
+    WP_CHECK_EQ(send_through(c, s, id, 3 * MiB, &now, 200, WP_WINDOW_UPDATE_THRESHOLD),
+                WP_STREAM_INITIAL_WINDOW);
+    /* a stalled reader: the window stays, unconsumed bytes stop at one window */
+    uint32_t b = open_stream(c, NULL);
+    uint8_t *d = make_pattern(MiB);
+    size_t off = 0;
+    for (int i = 0; i < 50; i++) {
+        int w = wp_mux_write(c->m, b, d + off, MiB - off);
+        off += (size_t)(w > 0 ? w : 0);
+        pump(c, s, now);
+    }
+    wp_mux_stream_stats st;
+    WP_CHECK_EQ(wp_mux_stream_stats_get(s->m, b, &st), 0);
+    WP_CHECK_EQ(st.window, WP_STREAM_INITIAL_WINDOW);
+    WP_CHECK_EQ(st.unconsumed, WP_STREAM_INITIAL_WINDOW - 2 - PRE_LEN);
+    WP_CHECK_EQ(wp_mux_stream_stats_get(c->m, b, &st), 0);
+    WP_CHECK_EQ(st.send_window, 0);
+    free(d);
+    tend_free(c);
+    tend_free(s);
+
+    /* with a measured RTT of 300 ms, 200 ms per half window is within 2 RTT: it grows */
+    c = tend_new(WP_MUX_CLIENT, NULL);
+    s = tend_new(WP_MUX_SERVER, &cfg);
+    s->auto_consume = 0;
+    id = open_stream(c, NULL);
+    pump(c, s, now);
+    WP_CHECK_EQ(wp_mux_ping(s->m, now), 0);
+    wp_buf out;
+    wp_buf_init(&out, MiB);
+    WP_CHECK(wp_mux_pull(s->m, &out, MiB) > 0);
+    WP_CHECK_EQ(wp_mux_feed(c->m, wp_buf_ptr(&out), wp_buf_len(&out), now), 0);
+    wp_buf_reset(&out);
+    WP_CHECK(wp_mux_pull(c->m, &out, MiB) > 0);
+    now += 300;
+    WP_CHECK_EQ(wp_mux_feed(s->m, wp_buf_ptr(&out), wp_buf_len(&out), now), 0);
+    wp_buf_free(&out);
+    WP_CHECK_EQ(wp_mux_rtt_ms(s->m), 300);
+    WP_CHECK(send_through(c, s, id, 3 * MiB, &now, 200, WP_WINDOW_UPDATE_THRESHOLD) >
+             WP_STREAM_INITIAL_WINDOW);
+    tend_free(c);
+    tend_free(s);
+}
+
+WP_TEST(window_growth_within_tunnel_budget)
+{
+    wp_mux_config cfg = grow_cfg();
+    cfg.max_buffered = MiB;
+    tend *c = tend_new(WP_MUX_CLIENT, NULL), *s = tend_new(WP_MUX_SERVER, &cfg);
+    s->consume_at = 1;
+    uint32_t a = open_stream(c, NULL), b = open_stream(c, NULL);
+    uint64_t now = 1000;
+    /* windows sum: 256 KiB + 256 KiB; a grows to 512 KiB (768 KiB), not to 1 MiB (1.25 MiB) */
+    WP_CHECK_EQ(send_through(c, s, a, 8 * MiB, &now, 0, 0), 512 * KiB);
+    wp_mux_stream_stats st;
+    WP_CHECK_EQ(wp_mux_stream_stats_get(s->m, b, &st), 0);
+    WP_CHECK_EQ(st.window, WP_STREAM_INITIAL_WINDOW);
+    /* b goes away: its window returns to the budget and a may double again (1 MiB total) */
+    WP_CHECK_EQ(wp_mux_reset(c->m, b), 0);
+    pump(c, s, now);
+    WP_CHECK_EQ(ts(s, b)->closed, 1);
+    WP_CHECK_EQ(send_through(c, s, a, 8 * MiB, &now, 0, 0), MiB);
+    /* and no further: 2 MiB would exceed the budget */
+    WP_CHECK_EQ(wp_mux_stream_stats_get(s->m, a, &st), 0);
+    WP_CHECK_EQ(st.window, MiB);
+    WP_CHECK_EQ(s->errors + c->errors, 0);
+    tend_free(c);
+    tend_free(s);
+}
+
 /* ---- split invariance and hostile input ---- */
 
 /* A scenario with several streams both ways; returns the two logs concatenated. */
@@ -1793,6 +1983,9 @@ int main(void)
     WP_RUN(goaway_and_free_inside_callbacks);
     WP_RUN(on_writable_edge_triggered);
     WP_RUN(output_dropped_by_peer_rst_rearms);
+    WP_RUN(window_grows_under_fast_consumption);
+    WP_RUN(window_no_growth_for_slow_or_stalled_reader);
+    WP_RUN(window_growth_within_tunnel_budget);
     WP_RUN(byte_at_a_time_identical);
     WP_RUN(hostile_random_input);
     WP_RUN(api_misuse);

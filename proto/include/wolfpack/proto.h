@@ -49,7 +49,7 @@
 #define WP_WINDOW_UPDATE_THRESHOLD (WP_STREAM_INITIAL_WINDOW / 2) /* credit once this consumed */
 #define WP_STREAM_WINDOW_MAX       (4u * 1024u * 1024u) /* largest window a receiver grows to */
 #define WP_STREAM_WINDOW_LIMIT     0x7FFFFFFFu /* largest stream_window_max one may announce */
-#define WP_WINDOW_GROW_MS          100u /* a half window consumed faster than this: grow */
+#define WP_WINDOW_GROW_MS          100u        /* a half window consumed faster than this: grow */
 #define WP_HELLO_STREAM_WINDOW_MAX "stream_window_max" /* hello/welcome member (§7.1) */
 
 /* ---- stream open preamble (§6.2) ---- */
