@@ -8,6 +8,9 @@
 #include "err.h"
 #include "log.h"
 
+/* Room for the option table: a compile-time check refuses a table that outgrows it. */
+#define CP_CONFIG_OPTS_MAX 48
+
 struct cp_config_raw {
     const char *log_format;
     const char *log_level;
@@ -65,7 +68,8 @@ static size_t cp_config_table(cp_config *cfg, struct cp_config_raw *raw, wp_opt 
          "ID", "Wolf profile id that starts session lobbies (lobbies/create profile_id)",
          "moonlight-profile-id", 0, 0},
         {"reap-orphans", 0, WP_OPT_BOOL, &cfg->reap_orphans, "WOLFPACK_REAP_ORPHANS", NULL,
-         "stop Wolf lobbies that no session in the database owns (found when a node reconnects)",
+         "stop orphan lobbies of wolfpack sessions (runner named after a session's container, "
+         "found when a node reconnects); other unknown lobbies are only reported",
          NULL, 0, 0},
         {"proxy-timeout", 0, WP_OPT_INT, &cfg->proxy_timeout_s, "WOLFPACK_PROXY_TIMEOUT", "SECONDS",
          "proxied requests: a node's service must answer (headers) within this (504)", "30", 1,
@@ -83,9 +87,11 @@ static size_t cp_config_table(cp_config *cfg, struct cp_config_raw *raw, wp_opt 
         {"version", 'V', WP_OPT_BOOL, &raw->version, NULL, NULL, "show version and exit", NULL, 0,
          0},
     };
+    _Static_assert(sizeof(opts) / sizeof(opts[0]) <= CP_CONFIG_OPTS_MAX,
+                   "raise CP_CONFIG_OPTS_MAX: options would be dropped");
     size_t n = sizeof(opts) / sizeof(opts[0]);
     if (n > cap)
-        n = cap;
+        return 0; /* never: every caller passes CP_CONFIG_OPTS_MAX */
     memcpy(t, opts, n * sizeof(opts[0]));
     return n;
 }
@@ -94,7 +100,7 @@ int cp_config_parse(cp_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
                     size_t cap)
 {
     struct cp_config_raw raw = {0};
-    wp_opt table[32];
+    wp_opt table[CP_CONFIG_OPTS_MAX];
     const char *pos[4];
     size_t npos = 0;
     int rc;
@@ -181,7 +187,7 @@ void cp_config_usage(FILE *out)
 {
     cp_config cfg;
     struct cp_config_raw raw;
-    wp_opt table[32];
+    wp_opt table[CP_CONFIG_OPTS_MAX];
     memset(&cfg, 0, sizeof(cfg));
     memset(&raw, 0, sizeof(raw));
     size_t n = cp_config_table(&cfg, &raw, table, sizeof(table) / sizeof(table[0]));

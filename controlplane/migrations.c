@@ -181,6 +181,7 @@ static const char migration_0002_node_registry[] =
  *   sessions.name         the session's display name (also in request)
  *   sessions.attempts     how many nodes a start was tried on
  *   sessions_recovery_idx pending/starting/stopping sessions by age, for the recovery pass
+ *   sessions_container_idx a session by its sandbox container (orphan lobbies name it)
  */
 static const char migration_0003_sessions[] =
     "ALTER TABLE nodes ADD COLUMN cooldown_until timestamptz;\n"
@@ -188,7 +189,9 @@ static const char migration_0003_sessions[] =
     "    ADD COLUMN name text NOT NULL DEFAULT '' CHECK (length(name) <= 128),\n"
     "    ADD COLUMN attempts integer NOT NULL DEFAULT 0 CHECK (attempts >= 0);\n"
     "CREATE INDEX sessions_recovery_idx ON sessions (updated_at)\n"
-    "    WHERE status IN ('pending', 'starting', 'stopping');\n";
+    "    WHERE status IN ('pending', 'starting', 'stopping');\n"
+    "CREATE INDEX sessions_container_idx ON sessions (sandbox_container)\n"
+    "    WHERE sandbox_container IS NOT NULL;\n";
 
 const cp_migration cp_migrations[] = {
     {1, "initial", migration_0001_initial},

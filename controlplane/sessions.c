@@ -376,9 +376,9 @@ static void cp_sess_lobby_created(const cp_wolf_result *r, void *ud)
 {
     cp_sess_op *op = ud;
     const char *lobby = r->err == 0 ? wp_json_get_str(r->body, "lobby_id") : NULL;
-    if (r->err == 0 && (!lobby || !*lobby || strlen(lobby) > CP_SESSIONS_LOBBY_MAX)) {
+    if (r->err == 0 && !cp_wolf_lobby_id_valid(lobby)) {
         op->last_timeout = 0;
-        cp_sess_release(op, "bad_response", "lobbies/create answered without a lobby_id",
+        cp_sess_release(op, "bad_response", "lobbies/create answered without a valid lobby_id",
                         (int)op->eng->s->cfg->node_cooldown_s);
         return;
     }
@@ -1056,26 +1056,19 @@ static void cp_sess_reconciled(int err, PGresult *res, void *ud)
     cp_sess_reconcile_report(op);
 }
 
-static int cp_sess_lobby_id_ok(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > CP_SESSIONS_LOBBY_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 /* 1 if s can be a sessions.sandbox_container ([A-Za-z0-9][A-Za-z0-9_.-]{0,127}). */
 static int cp_sess_container_ok(const char *s)
 {
-    if (!s || !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 128)
         return 0;
-    return strlen(s) <= 128 && cp_sess_lobby_id_ok(s);
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || !(c == '.' || c == '_' || c == '-')))
+            return 0;
+    }
+    return 1;
 }
 
 static void cp_sess_reconcile_listed(const cp_wolf_result *r, void *ud)
@@ -1113,7 +1106,7 @@ static void cp_sess_reconcile_listed(const cp_wolf_result *r, void *ud)
     }
     for (const cJSON *l = lobbies->child; l && op->norphans < n; l = l->next) {
         const char *id = wp_json_get_str(l, "id");
-        if (!cp_sess_lobby_id_ok(id))
+        if (!cp_wolf_lobby_id_valid(id))
             continue;
         const char *rn = wp_json_get_str(cJSON_GetObjectItemCaseSensitive(l, "runner"), "name");
         cp_sess_orphan *o = &op->orphans[op->norphans];

@@ -14,6 +14,9 @@
 #include "ids.h"
 #include "log.h"
 
+/* Room for the option table: a compile-time check refuses a table that outgrows it. */
+#define NA_CONFIG_OPTS_MAX 48
+
 /* Default allow-list (DESIGN.md §4); --service entries with the same name replace these. */
 static const char *const na_default_services[] = {
     "wolf=unix:/var/run/wolf/wolf.sock",
@@ -103,9 +106,11 @@ static size_t na_config_table(na_config *cfg, struct na_config_raw *raw, wp_opt 
         {"version", 'V', WP_OPT_BOOL, &raw->version, NULL, NULL, "show version and exit", NULL, 0,
          0},
     };
+    _Static_assert(sizeof(opts) / sizeof(opts[0]) <= NA_CONFIG_OPTS_MAX,
+                   "raise NA_CONFIG_OPTS_MAX: options would be dropped");
     size_t n = sizeof(opts) / sizeof(opts[0]);
     if (n > cap)
-        n = cap;
+        return 0; /* never: every caller passes NA_CONFIG_OPTS_MAX */
     memcpy(t, opts, n * sizeof(opts[0]));
     return n;
 }
@@ -287,7 +292,7 @@ int na_config_parse(na_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
                     size_t cap)
 {
     struct na_config_raw raw = {0};
-    wp_opt table[40];
+    wp_opt table[NA_CONFIG_OPTS_MAX];
     const char *pos[4];
     size_t npos = 0;
     int rc;
@@ -435,7 +440,7 @@ void na_config_usage(FILE *out)
 {
     na_config cfg;
     struct na_config_raw raw;
-    wp_opt table[40];
+    wp_opt table[NA_CONFIG_OPTS_MAX];
     memset(&cfg, 0, sizeof(cfg));
     memset(&raw, 0, sizeof(raw));
     size_t n = na_config_table(&cfg, &raw, table, sizeof(table) / sizeof(table[0]));
