@@ -325,8 +325,8 @@ static void na_proxy_done(CURL *easy, CURLcode result, void *ud)
         long code = 0;
         (void)curl_easy_getinfo(easy, CURLINFO_HTTP_CONNECTCODE, &code);
         char why[256];
-        if (code == 407)
-            snprintf(why, sizeof(why), "proxy authentication failed (407)");
+        if (code == 407 || code == 401) /* 407 per RFC 9110; tinyproxy's BasicAuth answers 401 */
+            snprintf(why, sizeof(why), "proxy authentication failed (%ld)", code);
         else if (code >= 300)
             snprintf(why, sizeof(why), "proxy refused the tunnel (%ld)", code);
         else if (result == CURLE_OPERATION_TIMEDOUT)
