@@ -245,7 +245,8 @@ int na_welcome_parse(const cJSON *obj, na_welcome *out, char *err, size_t cap)
     (void)wp_json_get_int(obj, "replica_count", &out->replica_count);
     (void)wp_json_get_int(obj, "heartbeat_interval_ms", &out->heartbeat_interval_ms);
     (void)wp_json_get_int(obj, "server_time", &out->server_time);
-    out->stream_window_max = WP_STREAM_INITIAL_WINDOW; /* absent: a server whose windows never grow */
+    /* absent: a server that accepts no window growth (PROTOCOL.md §7.1) */
+    out->stream_window_max = WP_STREAM_INITIAL_WINDOW;
     (void)wp_json_get_int(obj, WP_HELLO_STREAM_WINDOW_MAX, &out->stream_window_max);
     if (out->replica_count > (long long)WP_MAX_REPLICAS)
         out->replica_count = WP_MAX_REPLICAS;

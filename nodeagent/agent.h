@@ -81,7 +81,7 @@ typedef struct na_welcome {
     long long replica_count;         /* clamped to 1..WP_MAX_REPLICAS */
     long long heartbeat_interval_ms; /* clamped to WP_HEARTBEAT_MIN_MS..WP_HEARTBEAT_MAX_MS */
     long long server_time;           /* ms since the epoch */
-    long long stream_window_max;     /* send windows the server accepts (§7.1); initial if absent */
+    long long stream_window_max;     /* largest send window the server accepts (§7.1) */
 } na_welcome;
 
 /*

@@ -475,10 +475,11 @@ static int na_nvml_ensure(na_gpu *g)
     return 1;
 }
 
-/* Copies an NVML string (whatever the library wrote: bounded, NUL-terminated, printable). */
-static void na_nvml_str(char *dst, size_t cap, const char *src)
+/* Copies an NVML string of at most srccap bytes (whatever the library wrote: bounded,
+ * NUL-terminated, printable). */
+static void na_nvml_str(char *dst, size_t cap, const char *src, size_t srccap)
 {
-    size_t n = strnlen(src, NA_NVML_STR_SIZE);
+    size_t n = strnlen(src, srccap);
     na_copy_printable(dst, cap, src, n);
 }
 
@@ -492,7 +493,7 @@ static size_t na_nvml_collect(na_gpu *g, na_gpu_inventory *inv, na_gpu_device *d
     if (f->driver) {
         memset(buf, 0, sizeof(buf));
         if (f->driver(buf, NA_NVML_STR_SIZE) == NVML_SUCCESS)
-            na_nvml_str(inv->driver_version, sizeof(inv->driver_version), buf);
+            na_nvml_str(inv->driver_version, sizeof(inv->driver_version), buf, sizeof(buf));
     }
     unsigned int count = 0;
     nvmlReturn_t r = f->count(&count);
@@ -516,10 +517,10 @@ static size_t na_nvml_collect(na_gpu *g, na_gpu_inventory *inv, na_gpu_device *d
         snprintf(d->driver, sizeof(d->driver), "nvidia");
         memset(buf, 0, sizeof(buf));
         if (f->name && f->name(h, buf, NA_NVML_STR_SIZE) == NVML_SUCCESS)
-            na_nvml_str(d->model, sizeof(d->model), buf);
+            na_nvml_str(d->model, sizeof(d->model), buf, sizeof(buf));
         memset(buf, 0, sizeof(buf));
         if (f->uuid && f->uuid(h, buf, NA_NVML_STR_SIZE) == NVML_SUCCESS)
-            na_nvml_str(d->uuid, sizeof(d->uuid), buf);
+            na_nvml_str(d->uuid, sizeof(d->uuid), buf, sizeof(buf));
         nvmlMemory_t mem;
         memset(&mem, 0, sizeof(mem));
         if (f->memory && f->memory(h, &mem) == NVML_SUCCESS && mem.total <= NA_JSON_INT_MAX &&
@@ -538,9 +539,9 @@ static size_t na_nvml_collect(na_gpu *g, na_gpu_inventory *inv, na_gpu_device *d
         memset(&pci, 0, sizeof(pci));
         if (f->pci && f->pci(h, &pci) == NVML_SUCCESS) {
             char id[sizeof(pci.busId) + 1];
-            na_nvml_str(id, sizeof(id), pci.busId);
+            na_nvml_str(id, sizeof(id), pci.busId, sizeof(pci.busId));
             if (na_gpu_pci_normalise(id, d->pci_bus_id, sizeof(d->pci_bus_id)) != 0) {
-                na_nvml_str(id, sizeof(id), pci.busIdLegacy);
+                na_nvml_str(id, sizeof(id), pci.busIdLegacy, sizeof(pci.busIdLegacy));
                 (void)na_gpu_pci_normalise(id, d->pci_bus_id, sizeof(d->pci_bus_id));
             }
             if ((pci.pciDeviceId & 0xffffu) == 0x10deu)
