@@ -4,7 +4,8 @@
 set -euo pipefail
 
 BUILD_PKGS=(build-essential cmake ninja-build pkg-config git
-  libuv1-dev libwslay-dev libpq-dev libcjson-dev libmbedtls-dev libcurl4-openssl-dev node-llhttp
+  libuv1-dev libwslay-dev libpq-dev libcjson-dev libmbedtls-dev libssl-dev libcurl4-openssl-dev
+  node-llhttp
   postgresql)
 TEST_PKGS=(clang clang-format libclang-rt-14-dev python3 openssl curl ca-certificates procps stunnel4
   prometheus)  # promtool: test_agent_status checks /metrics with `promtool check metrics`

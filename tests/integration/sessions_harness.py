@@ -63,11 +63,14 @@ class Agent:
 
 
 class Cluster:
-    """wolfpackd + agents n0..n{k-1}; labels[i] is a dict per node."""
+    """wolfpackd + agents n0..n{k-1}; labels[i] is a dict per node; agent_args[i], when given, is a
+    list of extra arguments for agent i (e.g. its --sysfs-root), kept across start_agent(i)."""
 
-    def __init__(self, labels, max_sessions=4, extra_args=()):
+    def __init__(self, labels, max_sessions=4, extra_args=(), agent_args=None):
         self.dir = tempfile.mkdtemp(prefix="wp-sess-")
         self.extra_args = list(extra_args)
+        self.agent_args = [list(a) for a in agent_args] if agent_args else [[] for _ in labels]
+        assert len(self.agent_args) == len(labels), (agent_args, labels)
         self.labels = labels
         self.max_sessions = max_sessions
         self.wolves = []
@@ -105,6 +108,7 @@ class Cluster:
             "--wolf-https", "none", "--status-listen", "none", "--log-level", "debug"]
         for k, v in self.labels[i].items():
             args += ["--label", "%s=%s" % (k, v)]
+        args += self.agent_args[i]
         self.agents[i] = Agent(self.dir, self.node(i), args)
 
     def api(self, method, path, token=None, body=None, timeout=30):

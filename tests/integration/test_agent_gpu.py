@@ -17,6 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_fixture import add_gpu  # noqa: E402
 from wolfpack_test import (AGENT_SAN_ENV, BIN_DIR, Agent, Runner, Wolfpackd, admin_token, api,  # noqa: E402
                            binary)
 
@@ -46,27 +47,6 @@ def fake_nvml():
     if not os.path.exists(path):
         raise RuntimeError("fake NVML library not built: %s" % path)
     return os.path.abspath(path)
-
-
-def add_gpu(root, bus, vendor, device, driver, num, sub=None):
-    """A PCI device with its render node, linked as the kernel does."""
-    leaf = "%s/%s" % (bus, sub) if sub else bus
-    dev = os.path.join(root, "devices", "pci0000:00", leaf)
-    os.makedirs(os.path.join(dev, "drm", "renderD%d" % num))
-    os.makedirs(os.path.join(dev, "drm", "card%d" % (num - 128)))
-    os.makedirs(os.path.join(root, "class", "drm"), exist_ok=True)
-    os.makedirs(os.path.join(root, "bus", "pci", "drivers", driver), exist_ok=True)
-    for name, text in (("vendor", vendor), ("device", device)):
-        with open(os.path.join(dev, name), "w") as f:
-            f.write(text + "\n")
-    up = "../" if sub else ""
-    os.symlink(up + "../../../bus/pci/drivers/" + driver, os.path.join(dev, "driver"))
-    os.symlink("../../../" + (sub or bus), os.path.join(dev, "drm", "renderD%d" % num, "device"))
-    os.symlink("../../devices/pci0000:00/%s/drm/renderD%d" % (leaf, num),
-               os.path.join(root, "class", "drm", "renderD%d" % num))
-    os.symlink("../../devices/pci0000:00/%s/drm/card%d" % (leaf, num - 128),
-               os.path.join(root, "class", "drm", "card%d" % (num - 128)))
-    return dev
 
 
 class Ctx:

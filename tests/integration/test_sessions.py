@@ -1,28 +1,37 @@
 #!/usr/bin/env python3
 """test_sessions.py — /api/v1/sessions end to end: the real wolfpackd (embedded PostgreSQL,
-real TLS) and three real wolfpack-agent processes, each fronting its own FakeWolf.
+real TLS) and three real wolfpack-agent processes, each fronting its own FakeWolf and reading
+its GPU inventory from its own fake sysfs tree (gpu_fixture.py): n0 has one NVIDIA render node,
+n1 one AMD render node, n2 none.
 
 Covered: sessions spread by load ratio over the three nodes, and the lobby each one got
-(profile, PIN, docker runner named after the session's sandbox container); label,
-gpu_vendor and prefer_labels filters; an explicit node target, and a clear 503 when the
-target cannot take it (404 when unknown); 400 naming the field for bad bodies; stop is
-idempotent, stops the Wolf sessions attached to the lobby, then the lobby, and releases
-capacity; user A cannot see or stop user B's session (404); a node whose Wolf errors or
-hangs is skipped (degraded for the cool-down) and the session lands elsewhere, and when
+(profile, PIN, docker runner named after the session's sandbox container); label and
+prefer_labels filters; the gpu_vendor filter end to end (the agents' inventories make the
+nodes' gpu_vendor: "nvidia" lands only on n0, "amd" only on n1, "none" only on n2, "intel"
+is 503 no_capacity counting all three under excluded.gpu_vendor); an explicit node target,
+and a clear 503 when the target cannot take it (404 when unknown); 400 naming the field for
+bad bodies; stop is idempotent, stops the Wolf sessions attached to the lobby, then the lobby,
+and releases capacity; user A cannot see or stop user B's session (404); a node whose Wolf
+errors or hangs is skipped (degraded for the cool-down) and the session lands elsewhere, and when
 every node fails the session fails with 502 naming each attempt; 200 concurrent creates
 against a capacity of 50 create exactly 50 (150 answer no_capacity) and the database agrees.
 """
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_fixture import NO_NVML, sysfs_tree  # noqa: E402
 from sessions_harness import Cluster, wait_for  # noqa: E402
 from wolfpack_test import Runner  # noqa: E402
 
 LOBBY_CREATE = ("POST", "/api/v1/lobbies/create")
+# node i's GPU: (the vendor its fake sysfs tree gives it, the kernel driver of its render node)
+GPU_TREES = (("nvidia", "nvidia"), ("amd", "amdgpu"), ("none", None))
 
 
 def lobby_of(c, body):
@@ -63,9 +72,20 @@ def test_spread_and_lobby(c):
 def test_filters_and_target(c):
     st, b = c.create(requirements={"labels": {"region": "us"}})
     assert st == 201 and b["node_id"] == "n2", b
-    c.psql("UPDATE nodes SET gpus = '[{\"vendor\":\"amd\"}]' WHERE id = 'n1'")
-    st, b = c.create(requirements={"gpu_vendor": "amd"})
-    assert st == 201 and b["node_id"] == "n1", b
+    # gpu_vendor: each node's vendor comes from its agent's hello (fake sysfs trees)
+    for i, (vendor, driver) in enumerate(GPU_TREES):
+        st, n = c.api("GET", "/api/v1/nodes/" + c.node(i))
+        assert st == 200 and n["gpu_vendor"] == vendor, (st, n)
+        want = [(vendor, driver, "/dev/dri/renderD128")] if driver else []
+        assert [(g["vendor"], g.get("driver"), g.get("render_node")) for g in n["gpus"]] == want, n
+    # two each, vendor by vendor: for each vendor one of the two goes where the load order alone
+    # would not (the nodes start at 0/0/1)
+    for i, (vendor, _) in enumerate(GPU_TREES):
+        for k in range(2):
+            st, b = c.create(requirements={"gpu_vendor": vendor})
+            assert st == 201 and b["node_id"] == c.node(i), (vendor, k, st, b)
+    assert c.active() == {"n0": 2, "n1": 2, "n2": 3}, c.active()
+    c.stop_all_sessions()
     st, b = c.create(requirements={"gpu_vendor": "intel"})
     assert st == 503 and b["error"]["code"] == "no_capacity", (st, b)
     d = b["error"]["details"]
@@ -253,8 +273,12 @@ def test_force_deregister_stops_sessions(c):
 
 def main():
     r = Runner()
+    trees = tempfile.mkdtemp(prefix="wp-sess-sys-")
+    gpu_args = [["--sysfs-root", sysfs_tree(os.path.join(trees, "n%d" % i), vendor), "--nvml-lib", NO_NVML]
+                for i, (vendor, _) in enumerate(GPU_TREES)]
     cl = Cluster([{"region": "eu"}, {"region": "eu"}, {"region": "us"}], max_sessions=4,
-                 extra_args=["--wolf-timeout", "3", "--node-cooldown", "2", "--heartbeat-interval", "1"])
+                 extra_args=["--wolf-timeout", "3", "--node-cooldown", "2", "--heartbeat-interval", "1"],
+                 agent_args=gpu_args)
     try:
         st, b = cl.api("POST", "/api/v1/tokens", body={"name": "alice", "role": "user"})
         assert st == 201, b
@@ -267,6 +291,7 @@ def main():
             r.run(fn, cl)
     finally:
         rcs = cl.close()
+        shutil.rmtree(trees, ignore_errors=True)
     if any(rc != 0 for rc in rcs):
         print("non-zero exit codes (wolfpackd, agents...): %s\n%s" % (rcs, cl.wp.log()[-3000:]))
         return 1

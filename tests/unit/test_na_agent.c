@@ -167,12 +167,21 @@ WP_TEST(na_hello)
     WP_CHECK_STR(wp_json_get_str(cJSON_GetObjectItemCaseSensitive(o, "labels"), "zone"), "eu");
     WP_CHECK(cJSON_GetObjectItemCaseSensitive(o, "lobbies") == NULL); /* absent = unknown */
     WP_CHECK(cJSON_GetObjectItemCaseSensitive(o, "sessions") == NULL);
+    /* PROTOCOL.md §4.2: agents announce WP_STREAM_WINDOW_MAX (4 MiB), an integer within
+     * WP_STREAM_INITIAL_WINDOW .. 2^31-1 */
+    v = 0;
+    WP_CHECK_EQ(wp_json_get_int(o, "stream_window_max", &v), 0);
+    WP_CHECK_EQ(v, 4194304);
+    WP_CHECK_EQ(v, WP_STREAM_WINDOW_MAX);
+    WP_CHECK(v >= (long long)WP_STREAM_INITIAL_WINDOW && v <= (long long)WP_STREAM_WINDOW_LIMIT);
+    WP_CHECK(strstr(s, "\"stream_window_max\":4194304") != NULL); /* no fraction or exponent */
     cJSON_Delete(o);
     cJSON_free(s);
 
     na_sandbox_policy sb = {.enabled = 1, .ports = {9876}, .nports = 1};
     s = na_hello_json(&c, &sb, NULL, "00112233445566778899aabbccddeeff", 1);
     WP_CHECK(s != NULL && strstr(s, "\"sandbox\"") != NULL && strstr(s, "\"draining\":true"));
+    WP_CHECK(s != NULL && strstr(s, "\"stream_window_max\":4194304") != NULL);
     cJSON_free(s);
     /* with an inventory: hello.gpu is na_gpu_inventory_json of it */
     na_gpu_inventory *inv = calloc(1, sizeof(*inv));
@@ -199,6 +208,8 @@ WP_TEST(na_hello)
         WP_CHECK_EQ(wp_json_get_int(d0, "memory_total", &v), 0);
         WP_CHECK_EQ(v, 1024);
         WP_CHECK(cJSON_GetObjectItemCaseSensitive(d0, "memory_used") == NULL); /* unknown */
+        WP_CHECK_EQ(wp_json_get_int(o, "stream_window_max", &v), 0);
+        WP_CHECK_EQ(v, WP_STREAM_WINDOW_MAX);
         cJSON_Delete(o);
         cJSON_free(s);
         free(inv);
@@ -273,6 +284,60 @@ WP_TEST(na_welcome)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         WP_CHECK_EQ(welcome_of(bad[i], &w, err), WP_ERR_PROTO);
     WP_CHECK_EQ(na_welcome_parse(NULL, &w, err, sizeof(err)), WP_ERR_INVAL);
+}
+
+/* A valid welcome with `"stream_window_max":<member>` appended (member NULL: absent). */
+static int welcome_window(const char *member, na_welcome *w, char *err)
+{
+    char text[512];
+    snprintf(text, sizeof(text),
+             "{\"type\":\"welcome\",\"protocol\":1,\"replica_id\":\"r1\",\"replica_count\":1,"
+             "\"heartbeat_interval_ms\":10000,\"server_time\":0,\"node_id\":\"n\"%s%s}",
+             member ? ",\"stream_window_max\":" : "", member ? member : "");
+    memset(w, 0xa5, sizeof(*w)); /* the parse must set every member it reports */
+    err[0] = '\0';
+    return welcome_of(text, w, err);
+}
+
+WP_TEST(na_welcome_stream_window_max)
+{
+    na_welcome w;
+    char err[200];
+    /* absent: the server accepts no growth, windows stay at the initial one (§4.3, §7.1) */
+    WP_CHECK_EQ(welcome_window(NULL, &w, err), 0);
+    WP_CHECK_EQ(w.stream_window_max, WP_STREAM_INITIAL_WINDOW);
+    WP_CHECK_EQ(w.stream_window_max, 262144);
+    /* what servers send, and both ends of the range */
+    WP_CHECK_EQ(welcome_window("4194304", &w, err), 0);
+    WP_CHECK_EQ(w.stream_window_max, WP_STREAM_WINDOW_MAX);
+    WP_CHECK_EQ(welcome_window("262144", &w, err), 0);
+    WP_CHECK_EQ(w.stream_window_max, 262144);
+    WP_CHECK_EQ(welcome_window("2147483647", &w, err), 0);
+    WP_CHECK_EQ(w.stream_window_max, 2147483647LL); /* reported as sent; the mux caps its use */
+    WP_CHECK_EQ(welcome_window("1048576", &w, err), 0);
+    WP_CHECK_EQ(w.stream_window_max, 1048576);
+    WP_CHECK_STR(w.replica_id, "r1"); /* the rest of the welcome still parsed */
+    WP_CHECK_EQ(w.heartbeat_interval_ms, 10000);
+    /* out of range or mistyped: an invalid welcome, a protocol error naming the member (§4.1) */
+    const char *bad[] = {"262143",
+                         "0",
+                         "-1",
+                         "-4194304",
+                         "2147483648",
+                         "4294967296",
+                         "9007199254740993",
+                         "4194304.5",
+                         "\"4194304\"",
+                         "null",
+                         "true",
+                         "[4194304]",
+                         "{}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        WP_CHECK_EQ(welcome_window(bad[i], &w, err), WP_ERR_PROTO);
+        if (!strstr(err, "stream_window_max"))
+            printf("  welcome with stream_window_max %s: err \"%s\"\n", bad[i], err);
+        WP_CHECK(strstr(err, "stream_window_max") != NULL);
+    }
 }
 
 static int resolve(const na_config *c, const na_sandbox_policy *sb, const char *json, na_target *t,
@@ -447,6 +512,7 @@ int main(void)
     WP_RUN(na_check_config);
     WP_RUN(na_hello);
     WP_RUN(na_welcome);
+    WP_RUN(na_welcome_stream_window_max);
     WP_RUN(na_preamble_decisions);
     WP_RUN(na_names);
     WP_RUN(na_dial_errors);
