@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "err.h"
+#include "log.h"
 
 static const wp_opt *opts_find_long(const wp_opt *opts, size_t n, const char *name, size_t len)
 {
@@ -244,4 +245,18 @@ void wp_strlist_free(wp_strlist *l)
 {
     free(l->env_copy);
     memset(l, 0, sizeof(*l));
+}
+
+int wp_opts_log_apply(const char *format_raw, const char *level_raw, int *format, int *level,
+                      char *err, size_t cap)
+{
+    if (format_raw && wp_log_format_parse(format_raw, format) != 0) {
+        snprintf(err, cap, "--log-format: expected logfmt or json");
+        return WP_ERR_INVAL;
+    }
+    if (level_raw && wp_log_level_parse(level_raw, level) != 0) {
+        snprintf(err, cap, "--log-level: expected debug, info, warn or error");
+        return WP_ERR_INVAL;
+    }
+    return 0;
 }

@@ -68,4 +68,32 @@ void wp_strlist_free(wp_strlist *l);
 /* Parses a boolean word; 0 or WP_ERR_INVAL. */
 int wp_opts_parse_bool(const char *s, int *out);
 
+/*
+ * The --log-format / --log-level rows every binary shares: expand inside a
+ * wp_opt table with the addresses of two `const char *` that receive the raw
+ * words, then turn them into log.h values with wp_opts_log_apply().
+ */
+#define WP_OPTS_LOG_ROWS(format_raw, level_raw)                                                    \
+    {"log-format",                                                                                 \
+     0,                                                                                            \
+     WP_OPT_STRING,                                                                                \
+     (format_raw),                                                                                 \
+     "WOLFPACK_LOG_FORMAT",                                                                        \
+     "FMT",                                                                                        \
+     "logfmt or json",                                                                             \
+     "logfmt",                                                                                     \
+     0,                                                                                            \
+     0},                                                                                           \
+    {                                                                                              \
+        "log-level", 0, WP_OPT_STRING, (level_raw), "WOLFPACK_LOG_LEVEL", "LEVEL",                 \
+            "debug, info, warn or error", "info", 0, 0                                             \
+    }
+
+/*
+ * Parses the raw --log-format / --log-level words (NULL = keep *format /
+ * *level). 0, or WP_ERR_INVAL with a one-line message in err.
+ */
+int wp_opts_log_apply(const char *format_raw, const char *level_raw, int *format, int *level,
+                      char *err, size_t cap);
+
 #endif

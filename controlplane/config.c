@@ -79,10 +79,7 @@ static size_t cp_config_table(cp_config *cfg, struct cp_config_raw *raw, wp_opt 
          "Moonlight Web credentials sent as Bearer on proxied session requests (or the value "
          "itself in WOLFPACK_MOONLIGHT_CREDENTIALS)",
          "none", 0, 0},
-        {"log-format", 0, WP_OPT_STRING, &raw->log_format, "WOLFPACK_LOG_FORMAT", "FMT",
-         "logfmt or json", "logfmt", 0, 0},
-        {"log-level", 0, WP_OPT_STRING, &raw->log_level, "WOLFPACK_LOG_LEVEL", "LEVEL",
-         "debug, info, warn or error", "info", 0, 0},
+        WP_OPTS_LOG_ROWS(&raw->log_format, &raw->log_level),
         {"help", 'h', WP_OPT_BOOL, &raw->help, NULL, NULL, "show this help and exit", NULL, 0, 0},
         {"version", 'V', WP_OPT_BOOL, &raw->version, NULL, NULL, "show version and exit", NULL, 0,
          0},
@@ -145,14 +142,9 @@ int cp_config_parse(cp_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
             return WP_ERR_INVAL;
         }
     }
-    if (raw.log_format && wp_log_format_parse(raw.log_format, &cfg->log_format) != 0) {
-        snprintf(err, cap, "--log-format: expected logfmt or json");
-        return WP_ERR_INVAL;
-    }
-    if (raw.log_level && wp_log_level_parse(raw.log_level, &cfg->log_level) != 0) {
-        snprintf(err, cap, "--log-level: expected debug, info, warn or error");
-        return WP_ERR_INVAL;
-    }
+    if ((rc = wp_opts_log_apply(raw.log_format, raw.log_level, &cfg->log_format, &cfg->log_level,
+                                err, cap)) != 0)
+        return rc;
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
         snprintf(err, cap, "--tls-cert and --tls-key must be given together");
         return WP_ERR_INVAL;

@@ -98,10 +98,7 @@ static size_t na_config_table(na_config *cfg, struct na_config_raw *raw, wp_opt 
         {"status-listen", 0, WP_OPT_STRING, &cfg->status_listen, "WOLFPACK_STATUS_LISTEN", "ADDR",
          "local /healthz /readyz /metrics endpoint (no auth: keep it on loopback), or 'none'",
          NA_DEFAULT_STATUS_LISTEN, 0, 0},
-        {"log-format", 0, WP_OPT_STRING, &raw->log_format, "WOLFPACK_LOG_FORMAT", "FMT",
-         "logfmt or json", "logfmt", 0, 0},
-        {"log-level", 0, WP_OPT_STRING, &raw->log_level, "WOLFPACK_LOG_LEVEL", "LEVEL",
-         "debug, info, warn or error", "info", 0, 0},
+        WP_OPTS_LOG_ROWS(&raw->log_format, &raw->log_level),
         {"help", 'h', WP_OPT_BOOL, &raw->help, NULL, NULL, "show this help and exit", NULL, 0, 0},
         {"version", 'V', WP_OPT_BOOL, &raw->version, NULL, NULL, "show version and exit", NULL, 0,
          0},
@@ -339,14 +336,9 @@ int na_config_parse(na_config *cfg, int argc, char **argv, wp_opts_getenv_fn get
             return WP_ERR_INVAL;
         }
     }
-    if (raw.log_format && wp_log_format_parse(raw.log_format, &cfg->log_format) != 0) {
-        snprintf(err, cap, "--log-format: expected logfmt or json");
-        return WP_ERR_INVAL;
-    }
-    if (raw.log_level && wp_log_level_parse(raw.log_level, &cfg->log_level) != 0) {
-        snprintf(err, cap, "--log-level: expected debug, info, warn or error");
-        return WP_ERR_INVAL;
-    }
+    if ((rc = wp_opts_log_apply(raw.log_format, raw.log_level, &cfg->log_format, &cfg->log_level,
+                                err, cap)) != 0)
+        return rc;
     if (raw.node_id) {
         if (!na_node_id_valid(raw.node_id)) {
             snprintf(err, cap,
