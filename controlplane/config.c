@@ -68,8 +68,8 @@ static size_t cp_config_table(cp_config *cfg, struct cp_config_raw *raw, wp_opt 
          "ID", "Wolf profile id that starts session lobbies (lobbies/create profile_id)",
          "moonlight-profile-id", 0, 0},
         {"reap-orphans", 0, WP_OPT_BOOL, &cfg->reap_orphans, "WOLFPACK_REAP_ORPHANS", NULL,
-         "stop orphan lobbies of wolfpack sessions (runner named after a session's container, "
-         "found when a node reconnects); other unknown lobbies are only reported",
+         "stop Wolf lobbies that no running session owns (found when a node reconnects; "
+         "ours with their PIN)",
          NULL, 0, 0},
         {"proxy-timeout", 0, WP_OPT_INT, &cfg->proxy_timeout_s, "WOLFPACK_PROXY_TIMEOUT", "SECONDS",
          "proxied requests: a node's service must answer (headers) within this (504)", "30", 1,

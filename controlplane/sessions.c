@@ -941,7 +941,8 @@ static void cp_sess_orphan_reaped(const cp_wolf_result *r, void *ud)
                     WP_LS("session", o->sid));
     cJSON *d = cJSON_CreateObject();
     cJSON_AddStringToObject(d, "lobby_id", o->id);
-    cJSON_AddStringToObject(d, "session_id", o->sid);
+    if (o->sid[0])
+        cJSON_AddStringToObject(d, "session_id", o->sid);
     cJSON_AddBoolToObject(d, "reaped", r->err == 0);
     if (r->err != 0)
         cJSON_AddStringToObject(d, "error", r->message ? r->message : (r->reason ? r->reason : ""));
@@ -953,26 +954,26 @@ static void cp_sess_orphan_reaped(const cp_wolf_result *r, void *ud)
 }
 
 /*
- * Why orphan o is only reported (NULL: it is stopped). A lobby is ours when a session row
- * names its runner as its sandbox container: Wolf refuses lobbies/stop without the PIN the
- * lobby was created with, and ours all have one, kept in that row.
+ * Why orphan o is only reported (NULL: it is stopped). With --reap-orphans every lobby no
+ * running session owns is stopped (issue: "lobbies unknown to the database are reported and
+ * stopped when --reap-orphans is on"), except one whose session is still starting (its
+ * create may yet record it). Wolf refuses lobbies/stop without the PIN a lobby was created
+ * with: ours keep it in the session row that names the runner as its sandbox container and
+ * it is sent; a foreign lobby is stopped without one, and when Wolf refuses, the
+ * node.orphan_lobby_stopped event says so (reaped false, Wolf's error).
  */
 static const char *cp_sess_orphan_keep_why(const cp_sess_op *op, const cp_sess_orphan *o)
 {
-    if (!o->sid[0])
-        return "no session owns its runner name: not ours, reported only";
-    if (!strcmp(o->sstatus, "pending") || !strcmp(o->sstatus, "starting"))
+    if (o->sid[0] && (!strcmp(o->sstatus, "pending") || !strcmp(o->sstatus, "starting")))
         return "its session is still starting";
     if (!op->eng->s->cfg->reap_orphans)
         return "--reap-orphans is off";
-    if (!o->pin[0])
-        return "its session has no PIN recorded";
     if (op->eng->shutting)
         return "shutting down";
     return NULL;
 }
 
-/* Reports (and reaps, with --reap-orphans, when ours) one orphan at a time. */
+/* Reports (and stops, with --reap-orphans) one orphan at a time. */
 static void cp_sess_reconcile_report(cp_sess_op *op)
 {
     cp_db *db = cp_sess_db(op->eng);
@@ -1002,8 +1003,8 @@ static void cp_sess_reconcile_report(cp_sess_op *op)
         cJSON_Delete(d);
         if (!why) {
             cp_wolf_call *wc = NULL;
-            if (cp_wolf_lobby_stop(op->eng->s, op->node, o->id, o->pin, cp_sess_wolf_ms(op->eng),
-                                   cp_sess_orphan_reaped, op, &wc) == 0)
+            if (cp_wolf_lobby_stop(op->eng->s, op->node, o->id, o->pin[0] ? o->pin : NULL,
+                                   cp_sess_wolf_ms(op->eng), cp_sess_orphan_reaped, op, &wc) == 0)
                 return;
         }
     }

@@ -31,10 +31,11 @@
  * Reconciliation (tunnel connect): running sessions on the node started
  * before the connect whose lobby is missing become lost. Lobbies that no
  * running/stopping session on the node owns are orphans, reported as
- * node.orphan_lobby; with --reap-orphans an orphan is stopped (with the PIN
- * Wolf requires) when a session row names its runner as sandbox container
- * and that session is not pending/starting. Orphans that match no session
- * row are not ours and are only reported.
+ * node.orphan_lobby; with --reap-orphans an orphan is stopped unless a
+ * pending/starting session names its runner as sandbox container: with that
+ * session row's PIN when one names it (Wolf requires the PIN a lobby was
+ * created with), without a PIN otherwise (Wolf refuses a foreign lobby that
+ * has one; node.orphan_lobby_stopped records the outcome).
  *
  * Recovery (every CP_SESSIONS_TICK_MS, first right after start): sessions in
  * pending/starting not touched for --wolf-timeout + CP_SESSIONS_MARGIN_S

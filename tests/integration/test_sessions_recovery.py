@@ -4,7 +4,8 @@ agents in front of FakeWolves.
 
 Covered: a Wolf that restarted (all lobbies lost) turns the node's running sessions `lost`
 once its agent reconnects (capacity released, session.lost), while a lobby nobody owns is
-reported (node.orphan_lobby) but, matching no session row, never stopped — and a healthy
+reported (node.orphan_lobby) and, with --reap-orphans, stopped (a PIN-protected foreign one is
+refused by Wolf and the event says so) — and a healthy
 session on that node stays running; a node listing more lobbies than reconciliation takes
 (1024) is left alone rather than compared with a cut list; killing wolfpackd with SIGKILL in the middle of creates
 leaves no session stuck in pending/starting after the restart (the recovery pass fails them
@@ -74,19 +75,33 @@ def test_orphan_reported_and_reaped(c):
              "runner": {"type": "process", "run_cmd": "true"}}
     r = wolf_post(c.wolves[1].socket_path, "/api/v1/lobbies/create", lobby)
     orphan = r["lobby_id"]
+    # a second foreign lobby, created with a PIN nobody here knows: Wolf will refuse the stop
+    r = wolf_post(c.wolves[1].socket_path, "/api/v1/lobbies/create", dict(lobby, pin=[9, 8, 7, 6]))
+    locked = r["lobby_id"]
     restart_agent(c, 1)
-    ev = "SELECT data->>'reap', data->>'why_kept' FROM events WHERE node_id = 'n1' AND " \
-         "type = 'node.orphan_lobby' AND data->>'lobby_id' = '%s'" % orphan
-    ok = wait_for(lambda: c.psql(ev), 20, 0.2)
+    ev = "SELECT data->>'reap', coalesce(data->>'why_kept', '') FROM events WHERE node_id = 'n1' AND " \
+         "type = 'node.orphan_lobby' AND data->>'lobby_id' = '%s'"
+    ok = wait_for(lambda: c.psql(ev % orphan) and c.psql(ev % locked), 20, 0.2)
     assert ok, c.wp.log()[-3000:]
-    # no session row owns it (not ours): reported, never stopped, even with --reap-orphans
-    assert c.psql(ev) == "false|no session owns its runner name: not ours, reported only", c.psql(ev)
-    assert orphan in c.wolves[1].lobbies
-    assert c.wolves[1].call_count("POST", "/api/v1/lobbies/stop") == 0
+    # unknown to the database: reported, and with --reap-orphans stopped (without a PIN)
+    assert c.psql(ev % orphan) == "true|", c.psql(ev % orphan)
+    assert c.psql(ev % locked) == "true|", c.psql(ev % locked)
+    stopped = "SELECT data->>'reaped', coalesce(data->>'error', '') FROM events WHERE node_id = 'n1' " \
+              "AND type = 'node.orphan_lobby_stopped' AND data->>'lobby_id' = '%s'"
+    ok = wait_for(lambda: c.psql(stopped % orphan) and c.psql(stopped % locked), 20, 0.2)
+    assert ok, c.wp.log()[-3000:]
+    assert c.psql(stopped % orphan) == "true|", c.psql(stopped % orphan)
+    assert orphan not in c.wolves[1].lobbies
+    # the PIN-protected one: Wolf refused, the event says why, the lobby is still there
+    assert c.psql(stopped % locked).startswith("false|") and "PIN" in c.psql(stopped % locked), \
+        c.psql(stopped % locked)
+    assert locked in c.wolves[1].lobbies
+    # the session that owns its lobby was never touched
     assert keep["wolf"]["lobby_id"] in c.wolves[1].lobbies
     assert c.psql("SELECT status FROM sessions WHERE id = '%s'" % keep["id"]) == "running"
     c.stop_all_sessions()
-    assert wolf_post(c.wolves[1].socket_path, "/api/v1/lobbies/stop", {"lobby_id": orphan})["success"]
+    assert wolf_post(c.wolves[1].socket_path, "/api/v1/lobbies/stop",
+                     {"lobby_id": locked, "pin": [9, 8, 7, 6]})["success"]
 
 
 def test_too_many_lobbies_skips_reconcile(c):
@@ -178,7 +193,8 @@ def test_sigkill_during_creates(c):
     ok = wait_for(lambda: c.lobbies() == 0, 40, 0.3)
     assert ok, ([list(w.lobbies) for w in c.wolves], c.wp.log()[-3000:])
     reaped = c.psql("SELECT string_agg(data->>'lobby_id', ',' ORDER BY data->>'lobby_id') FROM events "
-                    "WHERE type = 'node.orphan_lobby_stopped' AND data->>'reaped' = 'true'")
+                    "WHERE type = 'node.orphan_lobby_stopped' AND data->>'reaped' = 'true' "
+                    "AND data->>'session_id' IS NOT NULL")  # earlier tests reaped foreign lobbies
     assert sorted(reaped.split(",")) == orphans, (reaped, orphans)
     pins = c.psql("SELECT count(*) FROM events e JOIN sessions s ON s.id::text = e.data->>'session_id' "
                   "WHERE e.type = 'node.orphan_lobby_stopped' AND s.status = 'failed'")
