@@ -13,6 +13,7 @@
 #include "err.h"
 #include "ids.h"
 #include "log.h"
+#include "services.h"
 
 /* Room for the option table: a compile-time check refuses a table that outgrows it. */
 #define NA_CONFIG_OPTS_MAX 48
@@ -52,7 +53,8 @@ static size_t na_config_table(na_config *cfg, struct na_config_raw *raw, wp_opt 
          "WOLFPACK_INSECURE_SKIP_VERIFY", NULL,
          "do not verify the control plane at all (DANGEROUS: testing only)", NULL, 0, 0},
         {"service", 's', WP_OPT_LIST, &cfg->raw_services, "WOLFPACK_SERVICES", "NAME=SPEC",
-         "allow-listed local service, NAME=unix:/path or NAME=tcp:host:port",
+         "allow-listed local service, NAME=unix:/path or NAME=tcp:host:port (NAME=none removes "
+         "one, a default too)",
          "wolf=unix:/var/run/wolf/wolf.sock, moonlight=tcp:127.0.0.1:8080, "
          "wolf-http=tcp:127.0.0.1:47989",
          0, 0},
@@ -234,6 +236,31 @@ int na_service_parse(const char *spec, na_service *out, char *err, size_t cap)
 
 static int na_config_add_service(na_config *cfg, const char *spec, char *err, size_t cap)
 {
+    /* "name=none" takes a service (a default one too) off the allow-list and the checks. */
+    const char *eq = strchr(spec, '=');
+    if (eq && strcmp(eq + 1, "none") == 0) {
+        char name[sizeof(cfg->services[0].name)];
+        size_t n = (size_t)(eq - spec);
+        if (n == 0 || n >= sizeof(name)) {
+            snprintf(err, cap, "--service %.80s: bad service name", spec);
+            return WP_ERR_INVAL;
+        }
+        memcpy(name, spec, n);
+        name[n] = '\0';
+        if (!na_service_name_valid(name)) {
+            snprintf(err, cap, "--service %s: bad service name ([a-z0-9][a-z0-9-]{0,31})", name);
+            return WP_ERR_INVAL;
+        }
+        for (size_t i = 0; i < cfg->nservices; i++) {
+            if (strcmp(cfg->services[i].name, name) == 0) {
+                memmove(&cfg->services[i], &cfg->services[i + 1],
+                        (cfg->nservices - i - 1) * sizeof(cfg->services[0]));
+                cfg->nservices--;
+                break;
+            }
+        }
+        return 0;
+    }
     na_service svc;
     int rc = na_service_parse(spec, &svc, err, cap);
     if (rc != 0)

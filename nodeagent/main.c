@@ -150,7 +150,8 @@ static void na_probe_reasons(const cJSON *services, char *out, size_t cap)
  * `wolfpack-agent probe`: one JSON object on stdout, {"node_id", "version",
  * "gpu": <hello gpu object, with memory/utilization>, "services": <one round
  * of the health checks, wolfprobe.h>, "healthy"}. healthy = every configured
- * Wolf check passed (the GPU inventory, even "none", does not decide it).
+ * check passed, Moonlight Web's included (the GPU inventory, even "none", does
+ * not decide it).
  * Exit 0 healthy, 1 unhealthy or a check could not run (reason on stderr),
  * 2 bad configuration.
  */
@@ -188,6 +189,12 @@ static int na_cmd_probe(const na_config *cfg)
         rc = na_wolfprobe_run_once(&loop, cfg, &services, &healthy, err, sizeof(err));
         if (rc != 0)
             healthy = 0;
+        /* The node's health (degraded) is Wolf's alone, but install.sh asks about every
+         * service this agent is configured to reach: Moonlight Web counts here too. */
+        for (const cJSON *c = services ? services->child : NULL; healthy && c; c = c->next)
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "configured")) &&
+                !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "ok")))
+                healthy = 0;
         uv_run(&loop, UV_RUN_DEFAULT);
         (void)uv_loop_close(&loop);
     }
@@ -222,7 +229,7 @@ static int na_cmd_probe(const na_config *cfg)
     fflush(stdout);
     if (healthy)
         return 0;
-    fprintf(stderr, "wolfpack-agent: unhealthy: %s\n", err[0] ? err : "a Wolf check failed");
+    fprintf(stderr, "wolfpack-agent: unhealthy: %s\n", err[0] ? err : "a service check failed");
     return 1;
 }
 

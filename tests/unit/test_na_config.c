@@ -102,6 +102,30 @@ WP_TEST(na_defaults_and_overrides)
     na_config_free(&c);
 }
 
+WP_TEST(na_service_none_removes)
+{
+    na_config c;
+    char err[256];
+    char *argv[] = {"wolfpack-agent", "run",
+                    "--node-id",      "gpu-7",
+                    "--service",      "moonlight=none",
+                    "--service",      "echo=tcp:127.0.0.1:7",
+                    "--service",      "echo=none",
+                    "--service",      "nothere=none"};
+    WP_CHECK_EQ(parse(&c, 12, argv, err), 0);
+    WP_CHECK_EQ(c.nservices, 2); /* wolf and wolf-http left; moonlight and echo removed */
+    WP_CHECK_STR(c.services[0].name, "wolf");
+    WP_CHECK_STR(c.services[1].name, "wolf-http");
+    na_config_free(&c);
+    char *bad[] = {"wolfpack-agent", "run", "--node-id", "gpu-7", "--service", "Bad_Name=none"};
+    WP_CHECK_EQ(parse(&c, 6, bad, err), WP_ERR_INVAL);
+    WP_CHECK(strstr(err, "bad service name") != NULL);
+    na_config_free(&c);
+    char *empty[] = {"wolfpack-agent", "run", "--node-id", "gpu-7", "--service", "=none"};
+    WP_CHECK_EQ(parse(&c, 6, empty, err), WP_ERR_INVAL);
+    na_config_free(&c);
+}
+
 WP_TEST(na_rejects)
 {
     na_config c;
@@ -164,6 +188,7 @@ int main(void)
     WP_RUN(na_node_id);
     WP_RUN(na_sandbox_flags);
     WP_RUN(na_defaults_and_overrides);
+    WP_RUN(na_service_none_removes);
     WP_RUN(na_rejects);
     WP_RUN(na_pin_and_commands);
     return wp_test_done();
