@@ -135,33 +135,16 @@ typedef struct cp_events_filter {
     int has_node, has_session, has_type, has_since, has_cursor, has_limit;
 } cp_events_filter;
 
-/* Reads query parameter name into out; 1 present, 0 absent, -1 malformed (answered 400). */
-static int cp_events_query(cp_call *call, const char *name, char *out, size_t cap)
-{
-    int rc = wp_http_req_query_get(cp_call_req(call), name, out, cap);
-    if (rc == WP_ERR_NOT_FOUND) {
-        out[0] = '\0';
-        return 0;
-    }
-    if (rc < 0) {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "query parameter \"%s\": malformed or too long", name);
-        cp_call_respond_error(call, 400, "invalid_request", msg);
-        return -1;
-    }
-    return 1;
-}
-
 /* Parses and checks the filters; answers 400 and returns -1 when they are invalid. */
 static int cp_events_filter_parse(cp_call *call, cp_events_filter *f)
 {
     memset(f, 0, sizeof(*f));
-    if ((f->has_node = cp_events_query(call, "node", f->node, sizeof(f->node))) < 0 ||
-        (f->has_session = cp_events_query(call, "session", f->session, sizeof(f->session))) < 0 ||
-        (f->has_type = cp_events_query(call, "type", f->type, sizeof(f->type))) < 0 ||
-        (f->has_since = cp_events_query(call, "since", f->since, sizeof(f->since))) < 0 ||
-        (f->has_cursor = cp_events_query(call, "cursor", f->cursor, sizeof(f->cursor))) < 0 ||
-        (f->has_limit = cp_events_query(call, "limit", f->limit, sizeof(f->limit))) < 0)
+    if ((f->has_node = cp_call_query(call, "node", f->node, sizeof(f->node))) < 0 ||
+        (f->has_session = cp_call_query(call, "session", f->session, sizeof(f->session))) < 0 ||
+        (f->has_type = cp_call_query(call, "type", f->type, sizeof(f->type))) < 0 ||
+        (f->has_since = cp_call_query(call, "since", f->since, sizeof(f->since))) < 0 ||
+        (f->has_cursor = cp_call_query(call, "cursor", f->cursor, sizeof(f->cursor))) < 0 ||
+        (f->has_limit = cp_call_query(call, "limit", f->limit, sizeof(f->limit))) < 0)
         return -1;
     long long c;
     const char *why = NULL;
@@ -188,18 +171,7 @@ static int cp_events_filter_parse(cp_call *call, cp_events_filter *f)
 static void cp_events_listed(int err, PGresult *res, void *ud)
 {
     cp_call *call = ud;
-    int limit = (int)(intptr_t)call->data;
-    if (err != 0) {
-        cp_call_respond_db_error(call, err);
-        return;
-    }
-    cJSON *o = cp_pgjson_page(res, "events", limit);
-    if (!o) {
-        cp_call_respond_error(call, 500, "internal", "out of memory");
-        return;
-    }
-    cp_call_respond_json(call, 200, o);
-    cJSON_Delete(o);
+    cp_call_respond_page(call, err, res, "events", (int)(intptr_t)call->data);
 }
 
 static void cp_events_list(cp_call *call)

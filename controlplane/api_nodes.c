@@ -231,47 +231,19 @@ static void cp_nodes_create(cp_call *call)
 static void cp_nodes_listed(int err, PGresult *res, void *ud)
 {
     cp_call *call = ud;
-    int limit = (int)(intptr_t)call->data;
-    if (err != 0) {
-        cp_call_respond_db_error(call, err);
-        return;
-    }
-    cJSON *o = cp_pgjson_page(res, "nodes", limit);
-    if (!o) {
-        cp_call_respond_error(call, 500, "internal", "out of memory");
-        return;
-    }
-    cp_call_respond_json(call, 200, o);
-    cJSON_Delete(o);
-}
-
-/* Reads query parameter name into out; 1 present, 0 absent, -1 answered 400. */
-static int cp_nodes_query(cp_call *call, const char *name, char *out, size_t cap)
-{
-    int rc = wp_http_req_query_get(cp_call_req(call), name, out, cap);
-    if (rc == WP_ERR_NOT_FOUND) {
-        out[0] = '\0';
-        return 0;
-    }
-    if (rc < 0) {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "query parameter \"%s\": malformed or too long", name);
-        cp_call_respond_error(call, 400, "invalid_request", msg);
-        return -1;
-    }
-    return 1;
+    cp_call_respond_page(call, err, res, "nodes", (int)(intptr_t)call->data);
 }
 
 static void cp_nodes_list(cp_call *call)
 {
     char status[16], vendor[16], label[4096], cursor[WP_NODE_ID_MAX + 1], limit_s[16], enabled[8];
     int has_status, has_vendor, has_label, has_cursor, has_limit, has_enabled;
-    if ((has_status = cp_nodes_query(call, "status", status, sizeof(status))) < 0 ||
-        (has_vendor = cp_nodes_query(call, "gpu_vendor", vendor, sizeof(vendor))) < 0 ||
-        (has_label = cp_nodes_query(call, "label", label, sizeof(label))) < 0 ||
-        (has_cursor = cp_nodes_query(call, "cursor", cursor, sizeof(cursor))) < 0 ||
-        (has_limit = cp_nodes_query(call, "limit", limit_s, sizeof(limit_s))) < 0 ||
-        (has_enabled = cp_nodes_query(call, "enabled", enabled, sizeof(enabled))) < 0)
+    if ((has_status = cp_call_query(call, "status", status, sizeof(status))) < 0 ||
+        (has_vendor = cp_call_query(call, "gpu_vendor", vendor, sizeof(vendor))) < 0 ||
+        (has_label = cp_call_query(call, "label", label, sizeof(label))) < 0 ||
+        (has_cursor = cp_call_query(call, "cursor", cursor, sizeof(cursor))) < 0 ||
+        (has_limit = cp_call_query(call, "limit", limit_s, sizeof(limit_s))) < 0 ||
+        (has_enabled = cp_call_query(call, "enabled", enabled, sizeof(enabled))) < 0)
         return;
     const char *why = NULL;
     int limit =
@@ -514,7 +486,7 @@ static void cp_nodes_delete(cp_call *call)
     if (!id)
         return;
     char force[8];
-    int has_force = cp_nodes_query(call, "force", force, sizeof(force));
+    int has_force = cp_call_query(call, "force", force, sizeof(force));
     if (has_force < 0)
         return;
     if (has_force && strcmp(force, "true") != 0 && strcmp(force, "false") != 0) {

@@ -116,34 +116,7 @@ static void cp_api_sess_delete(cp_call *call)
 static void cp_api_sess_listed(int err, PGresult *res, void *ud)
 {
     cp_call *call = ud;
-    if (err != 0) {
-        cp_call_respond_db_error(call, err);
-        return;
-    }
-    cJSON *o = cp_pgjson_page(res, "sessions", (int)(intptr_t)call->data);
-    if (!o) {
-        cp_call_respond_error(call, 500, "internal", "out of memory");
-        return;
-    }
-    cp_call_respond_json(call, 200, o);
-    cJSON_Delete(o);
-}
-
-/* Reads query parameter name into out; 1 present, 0 absent, -1 answered 400. */
-static int cp_api_sess_query(cp_call *call, const char *name, char *out, size_t cap)
-{
-    int rc = wp_http_req_query_get(cp_call_req(call), name, out, cap);
-    if (rc == WP_ERR_NOT_FOUND) {
-        out[0] = '\0';
-        return 0;
-    }
-    if (rc < 0) {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "query parameter \"%s\": malformed or too long", name);
-        cp_call_respond_error(call, 400, "invalid_request", msg);
-        return -1;
-    }
-    return 1;
+    cp_call_respond_page(call, err, res, "sessions", (int)(intptr_t)call->data);
 }
 
 static int cp_api_sess_status_valid(const char *s)
@@ -160,11 +133,11 @@ static void cp_api_sess_list(cp_call *call)
 {
     char status[16], node[WP_NODE_ID_MAX + 1], owner[132], cursor[40], limit_s[16];
     int has_status, has_node, has_owner, has_cursor, has_limit;
-    if ((has_status = cp_api_sess_query(call, "status", status, sizeof(status))) < 0 ||
-        (has_node = cp_api_sess_query(call, "node", node, sizeof(node))) < 0 ||
-        (has_owner = cp_api_sess_query(call, "owner", owner, sizeof(owner))) < 0 ||
-        (has_cursor = cp_api_sess_query(call, "cursor", cursor, sizeof(cursor))) < 0 ||
-        (has_limit = cp_api_sess_query(call, "limit", limit_s, sizeof(limit_s))) < 0)
+    if ((has_status = cp_call_query(call, "status", status, sizeof(status))) < 0 ||
+        (has_node = cp_call_query(call, "node", node, sizeof(node))) < 0 ||
+        (has_owner = cp_call_query(call, "owner", owner, sizeof(owner))) < 0 ||
+        (has_cursor = cp_call_query(call, "cursor", cursor, sizeof(cursor))) < 0 ||
+        (has_limit = cp_call_query(call, "limit", limit_s, sizeof(limit_s))) < 0)
         return;
     int limit = cp_api_page_limit(has_limit ? limit_s : NULL, CP_SESSIONS_PAGE_DEFAULT,
                                   CP_SESSIONS_PAGE_MAX);

@@ -11,6 +11,7 @@
 #include "db.h"
 #include "err.h"
 #include "log.h"
+#include "pgjson.h"
 #include "store.h"
 
 #define CP_TOKEN_LEN_MAX  256
@@ -148,6 +149,37 @@ void cp_call_respond_empty(cp_call *call, int status)
     if (req)
         wp_http_respond(req, status, NULL, NULL, 0);
     cp_call_free(call);
+}
+
+int cp_call_query(cp_call *call, const char *name, char *out, size_t cap)
+{
+    int rc = wp_http_req_query_get(cp_call_req(call), name, out, cap);
+    if (rc == WP_ERR_NOT_FOUND) {
+        out[0] = '\0';
+        return 0;
+    }
+    if (rc < 0) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "query parameter \"%s\": malformed or too long", name);
+        cp_call_respond_error(call, 400, "invalid_request", msg);
+        return -1;
+    }
+    return 1;
+}
+
+void cp_call_respond_page(cp_call *call, int err, const PGresult *res, const char *key, int limit)
+{
+    if (err != 0) {
+        cp_call_respond_db_error(call, err);
+        return;
+    }
+    cJSON *o = cp_pgjson_page(res, key, limit);
+    if (!o) {
+        cp_call_respond_error(call, 500, "internal", "out of memory");
+        return;
+    }
+    cp_call_respond_json(call, 200, o);
+    cJSON_Delete(o);
 }
 
 void cp_call_respond_db_error(cp_call *call, int err)

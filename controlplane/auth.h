@@ -24,6 +24,7 @@
 #define CP_AUTH_H
 
 #include <cjson/cJSON.h>
+#include <libpq-fe.h>
 
 #include "http.h"
 #include "server.h"
@@ -92,6 +93,19 @@ wp_http_req *cp_call_req(cp_call *call);
 void cp_call_respond_json(cp_call *call, int status, const cJSON *body);
 void cp_call_respond_error(cp_call *call, int status, const char *code, const char *message);
 void cp_call_respond_empty(cp_call *call, int status);
+/*
+ * Reads query parameter `name` of the call's request into out (cap bytes,
+ * decoded). Returns 1 present, 0 absent (out ""), -1 malformed or too long:
+ * then the call was answered 400 invalid_request and is over.
+ */
+int cp_call_query(cp_call *call, const char *name, char *out, size_t cap);
+
+/*
+ * Answers a list query's rows as one page, {"<key>":[...], "next_cursor"}
+ * (cp_pgjson_page with `limit`), or the database error; ends the call.
+ */
+void cp_call_respond_page(cp_call *call, int err, const PGresult *res, const char *key, int limit);
+
 /* Maps a database error to an answer (503 database_unavailable, 504, 500) and ends the call. */
 void cp_call_respond_db_error(cp_call *call, int err);
 

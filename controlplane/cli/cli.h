@@ -91,7 +91,7 @@ typedef struct wpc_config {
     char token_buf[512];
 } wpc_config;
 
-/* A query string under construction ("?a=1&b=x%20y"); bounded by its wp_buf. */
+/* Query parameters under construction ("a=1&b=x%20y", no '?'); bounded by its wp_buf. */
 typedef struct wpc_query {
     wp_buf buf;
     int failed; /* an escape or append failed: the caller answers "out of memory" */
@@ -140,6 +140,8 @@ long wpc_request(wpc_config *c, const char *method, const char *path, const char
 
 /* Prints "wolfpack: usage: <text>" on stderr; returns WPC_EXIT_USAGE. */
 int wpc_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- main.c ---- */
 
 /*
  * Refuses per-command flags outside `allowed` (WPC_F_* bits), naming the first one.
