@@ -7,10 +7,11 @@
 
 #include "crypto.h"
 
-int wp_node_id_valid(const char *s)
+/* [a-z0-9] first, then [a-z0-9-], 1..max bytes. */
+static int wp_name_valid(const char *s, size_t max)
 {
     size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > WP_NODE_ID_MAX)
+    if (n == 0 || n > max)
         return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
@@ -19,6 +20,16 @@ int wp_node_id_valid(const char *s)
             return 0;
     }
     return 1;
+}
+
+int wp_node_id_valid(const char *s)
+{
+    return wp_name_valid(s, WP_NODE_ID_MAX);
+}
+
+int wp_service_name_valid(const char *s)
+{
+    return wp_name_valid(s, WP_SERVICE_NAME_MAX);
 }
 
 int wp_uuid_valid(const char *s)

@@ -27,6 +27,7 @@
 #include "bridge.h"
 #include "conn.h"
 #include "err.h"
+#include "ids.h"
 #include "log.h"
 #include "tunnel.h"
 #include "tunnel_int.h"
@@ -122,20 +123,6 @@ static const cp_stream_callbacks cp_connect_st_cbs = {
     .on_closed = cp_connect_st_closed,
 };
 
-/* [a-z0-9] first, then up to `rest` of [a-z0-9-] (node ids: 62, service names: 31). */
-static int cp_connect_name_ok(const char *s, size_t rest)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > rest + 1)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && i > 0)))
-            return 0;
-    }
-    return 1;
-}
-
 /* Splits "node:service" into its parts; 0 or WP_ERR_INVAL. */
 static int cp_connect_target(const char *target, char *node, size_t ncap, char *svc, size_t scap)
 {
@@ -145,8 +132,7 @@ static int cp_connect_target(const char *target, char *node, size_t ncap, char *
     memcpy(node, target, (size_t)(colon - target));
     node[colon - target] = '\0';
     snprintf(svc, scap, "%s", colon + 1);
-    if (!cp_connect_name_ok(node, WP_NODE_ID_MAX - 1) ||
-        !cp_connect_name_ok(svc, WP_SERVICE_NAME_MAX - 1))
+    if (!wp_node_id_valid(node) || !wp_service_name_valid(svc))
         return WP_ERR_INVAL;
     return 0;
 }

@@ -968,19 +968,6 @@ static void cp_proxy_session_looked_up(int err, PGresult *res, void *ud)
     cp_proxy_open(p);
 }
 
-static int cp_proxy_name_ok(const char *s, size_t max)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > max)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && i > 0)))
-            return 0;
-    }
-    return 1;
-}
-
 static void cp_proxy_authed(cp_call *call)
 {
     cp_proxy *p = call->data;
@@ -998,7 +985,7 @@ static void cp_proxy_authed(cp_call *call)
     int rc;
     if (p->kind == CP_PROXY_NODE) {
         const char *svc = wp_http_req_param(req, "service");
-        if (!cp_proxy_name_ok(id, WP_NODE_ID_MAX) || !cp_proxy_name_ok(svc, WP_SERVICE_NAME_MAX)) {
+        if (!wp_node_id_valid(id) || !wp_service_name_valid(svc)) {
             cp_proxy_fail(p, 400, "bad_request", "invalid node id or service name", NULL);
             return;
         }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "ids.h"
 #include "json.h"
 #include "log.h"
 
@@ -20,18 +21,7 @@
 
 int na_service_name_valid(const char *s)
 {
-    if (!s || !s[0])
-        return 0;
-    size_t n = strlen(s);
-    if (n > WP_SERVICE_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && c == '-');
-        if (!ok)
-            return 0;
-    }
-    return 1;
+    return wp_service_name_valid(s);
 }
 
 int na_sandbox_host_valid(const char *s)
