@@ -53,6 +53,7 @@ enum {
     WPC_F_HEIGHT = 1u << 19,
     WPC_F_REFRESH = 1u << 20,
     WPC_F_JSON = 1u << 21,
+    WPC_F_PAGE_SIZE = 1u << 22,
 };
 
 typedef struct wpc_config {
@@ -74,6 +75,7 @@ typedef struct wpc_config {
     const char *gpu_vendor;
     wp_strlist label;
     long long limit;
+    long long page_size;
     const char *cursor;
     int force;
     const char *node;
@@ -126,7 +128,8 @@ int wpc_api(wpc_config *c, const char *method, const char *path, const char *jso
 
 /*
  * A list command: GETs path + query (q may be empty) page after page, following next_cursor
- * (at most WPC_PAGES_MAX pages; with c->limit, until that many items), and prints one
+ * (c->page_size items a request, at most WPC_PAGES_MAX pages; with c->limit, until that many
+ * items), and prints one
  * object {"<key>": [every item], "next_cursor": <the last page's>}. Returns the exit status.
  */
 int wpc_api_list(wpc_config *c, const char *path, wpc_query *q, const char *key);

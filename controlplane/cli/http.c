@@ -298,9 +298,8 @@ int wpc_api_list(wpc_config *c, const char *path, wpc_query *q, const char *key)
     long long got = 0;
     int rc = WPC_EXIT_OK, pages = 0;
     for (; pages < WPC_PAGES_MAX; pages++) {
-        long long want = c->limit ? c->limit - got : WPC_PAGE_MAX;
-        if (want > WPC_PAGE_MAX)
-            want = WPC_PAGE_MAX;
+        long long page = c->page_size ? c->page_size : WPC_PAGE_MAX;
+        long long want = c->limit && c->limit - got < page ? c->limit - got : page;
         char lim[24];
         snprintf(lim, sizeof(lim), "%lld", want);
         wpc_query pq;
@@ -310,10 +309,10 @@ int wpc_api_list(wpc_config *c, const char *path, wpc_query *q, const char *key)
         wpc_query_add(&pq, c, "limit", lim);
         wpc_query_add(&pq, c, "cursor", next);
         char full[WPC_QUERY_MAX + 256];
-        int n = pq.failed || q->failed ? -1
-                                       : snprintf(full, sizeof(full), "%s?%.*s", path,
-                                                  (int)wp_buf_len(&pq.buf),
-                                                  (const char *)wp_buf_ptr(&pq.buf));
+        int n = pq.failed || q->failed
+                    ? -1
+                    : snprintf(full, sizeof(full), "%s?%.*s", path, (int)wp_buf_len(&pq.buf),
+                               (const char *)wp_buf_ptr(&pq.buf));
         wpc_query_free(&pq);
         if (n < 0 || (size_t)n >= sizeof(full)) {
             rc = wpc_usage_error("the query is too long");

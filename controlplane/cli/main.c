@@ -1,10 +1,9 @@
 /*
- * main.c — the wolfpack CLI: admin and user commands over wolfpackd's REST API
- * (libcurl; a one-shot command, so blocking transfers are fine here).
+ * main.c — the wolfpack CLI: admin and user commands over wolfpackd's REST API.
  *
- * This file holds the global flags, command dispatch and the commands that
- * exist today (version). Resource commands (nodes, sessions, tokens, events)
- * register in the same table as their API endpoints land.
+ * This file holds the flags (one table for parsing and --help), the check that a command
+ * was given only flags it takes, and command dispatch. Requests go through http.c; each
+ * resource's commands are in cmd_<resource>.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,32 +12,12 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
-#include "buf.h"
-#include "crypto.h"
-#include "err.h"
+#include "cli.h"
 #include "json.h"
-#include "opts.h"
 #include "version.h"
 
-#define WPC_MAX_RESPONSE (4 * 1024 * 1024)
-
-typedef struct wpc_config {
-    const char *server;
-    const char *token;
-    const char *token_file;
-    const char *ca_file;
-    int insecure;
-    long long timeout_s;
-    int help;
-    int version;
-    /* tokens create */
-    const char *name;
-    const char *role;
-    const char *node_id;
-    long long expires_in;
-    /* resolved */
-    char token_buf[512];
-} wpc_config;
+#define WPC_OPTS_MAX 48
+#define WPC_POS_MAX  8
 
 static size_t wpc_table(wpc_config *c, wp_opt *t, size_t cap)
 {
@@ -55,16 +34,60 @@ static size_t wpc_table(wpc_config *c, wp_opt *t, size_t cap)
          "do not verify the server certificate (DANGEROUS)", NULL, 0, 0},
         {"timeout", 0, WP_OPT_INT, &c->timeout_s, "WOLFPACK_TIMEOUT", "SECONDS",
          "give up on a request after this long", "30", 1, 3600},
-        {"name", 0, WP_OPT_STRING, &c->name, NULL, "NAME", "tokens create: a name for the token",
-         NULL, 0, 0},
-        {"role", 0, WP_OPT_STRING, &c->role, NULL, "ROLE", "tokens create: admin, user or agent",
-         NULL, 0, 0},
-        {"node-id", 0, WP_OPT_STRING, &c->node_id, NULL, "ID",
-         "tokens create: bind an agent token to this node id", NULL, 0, 0},
-        {"expires-in", 0, WP_OPT_INT, &c->expires_in, NULL, "SECONDS", "tokens create: lifetime",
-         "never expires", 60, 316224000},
         {"help", 'h', WP_OPT_BOOL, &c->help, NULL, NULL, "show this help and exit", NULL, 0, 0},
         {"version", 'V', WP_OPT_BOOL, &c->version, NULL, NULL, "show version and exit", NULL, 0, 0},
+        /* list commands */
+        {"status", 0, WP_OPT_STRING, &c->status, NULL, "S", "nodes/sessions list: only this status",
+         NULL, 0, 0},
+        {"gpu-vendor", 0, WP_OPT_STRING, &c->gpu_vendor, NULL, "V",
+         "nodes list, sessions create: nvidia, amd, intel or none", NULL, 0, 0},
+        {"label", 0, WP_OPT_LIST, &c->label, NULL, "k=v,...",
+         "nodes list, sessions create: nodes with all these labels", NULL, 0, 0},
+        {"node", 0, WP_OPT_STRING, &c->node, NULL, "ID", "sessions/events list: on this node", NULL,
+         0, 0},
+        {"session", 0, WP_OPT_STRING, &c->session, NULL, "ID", "events list: of this session", NULL,
+         0, 0},
+        {"owner", 0, WP_OPT_STRING, &c->owner, NULL, "NAME",
+         "sessions list: of this owner (token name; admin only)", NULL, 0, 0},
+        {"type", 0, WP_OPT_STRING, &c->type, NULL, "T",
+         "events list: of this type, e.g. node.online", NULL, 0, 0},
+        {"since", 0, WP_OPT_STRING, &c->since, NULL, "RFC3339",
+         "events list: created at or after, e.g. 2026-01-02T15:04:05Z", NULL, 0, 0},
+        {"limit", 0, WP_OPT_INT, &c->limit, NULL, "N",
+         "list commands: at most N items (pages are followed up to 20)", "every page", 1,
+         WPC_LIMIT_MAX},
+        {"page-size", 0, WP_OPT_INT, &c->page_size, NULL, "N", "list commands: items per request",
+         "500", 1, WPC_PAGE_MAX},
+        {"cursor", 0, WP_OPT_STRING, &c->cursor, NULL, "C",
+         "list commands: start after this next_cursor", NULL, 0, 0},
+        /* nodes */
+        {"force", 0, WP_OPT_BOOL, &c->force, NULL, NULL,
+         "nodes delete: even with active sessions (they are stopped)", NULL, 0, 0},
+        /* sessions create */
+        {"image", 0, WP_OPT_STRING, &c->image, NULL, "IMG",
+         "sessions create: the docker image to run", NULL, 0, 0},
+        {"name", 0, WP_OPT_STRING, &c->name, NULL, "NAME", "sessions create, tokens create: a name",
+         NULL, 0, 0},
+        {"node-id", 0, WP_OPT_STRING, &c->node_id, NULL, "ID",
+         "sessions create: on exactly this node; tokens create: bind an agent token to it", NULL, 0,
+         0},
+        {"prefer-label", 0, WP_OPT_LIST, &c->prefer_label, NULL, "k=v,...",
+         "sessions create: prefer nodes with these labels", NULL, 0, 0},
+        {"env", 0, WP_OPT_LIST, &c->env, NULL, "K=V", "sessions create: container environment",
+         NULL, 0, 0},
+        {"width", 0, WP_OPT_INT, &c->width, NULL, "W", "sessions create: video width", "1920", 1,
+         100000},
+        {"height", 0, WP_OPT_INT, &c->height, NULL, "H", "sessions create: video height", "1080", 1,
+         100000},
+        {"refresh-rate", 0, WP_OPT_INT, &c->refresh_rate, NULL, "R",
+         "sessions create: video refresh rate (Hz)", "60", 1, 100000},
+        {"json", 0, WP_OPT_STRING, &c->json, NULL, "FILE|-",
+         "sessions create: send this request body as is (- reads stdin)", NULL, 0, 0},
+        /* tokens create */
+        {"role", 0, WP_OPT_STRING, &c->role, NULL, "ROLE", "tokens create: admin, user or agent",
+         NULL, 0, 0},
+        {"expires-in", 0, WP_OPT_INT, &c->expires_in, NULL, "SECONDS", "tokens create: lifetime",
+         "never expires", 60, 316224000},
     };
     size_t n = sizeof(opts) / sizeof(opts[0]);
     if (n > cap)
@@ -76,222 +99,98 @@ static size_t wpc_table(wpc_config *c, wp_opt *t, size_t cap)
 static void wpc_usage(FILE *out)
 {
     wpc_config c;
-    wp_opt t[16];
+    wp_opt t[WPC_OPTS_MAX];
     memset(&c, 0, sizeof(c));
-    size_t n = wpc_table(&c, t, 16);
-    fprintf(out, "Usage: wolfpack [flags] <command> [args]\n"
-                 "\n"
-                 "wolfpack is the command-line client of the wolfpack control plane (wolfpackd).\n"
-                 "\n"
-                 "Commands:\n"
-                 "  version                      this client's version; with --server, also the "
-                 "server's\n"
-                 "  nodes list|get|drain|undrain|delete   GPU nodes and their health\n"
-                 "  sessions list|get|create|delete       streaming sessions\n"
-                 "  tokens list|create|revoke             API and agent tokens\n"
-                 "  events list                           the audit trail\n"
-                 "\n"
-                 "Flags (each also settable through the environment variable shown):\n");
+    size_t n = wpc_table(&c, t, WPC_OPTS_MAX);
+    fprintf(out,
+            "Usage: wolfpack [flags] <command> [args]\n"
+            "\n"
+            "wolfpack is the command-line client of the wolfpack control plane (wolfpackd).\n"
+            "\n"
+            "Commands:\n"
+            "  version                   this client's version; with --server, also the server's\n"
+            "  nodes list [--status S] [--gpu-vendor V] [--label k=v,...]\n"
+            "  nodes get|drain|undrain ID\n"
+            "  nodes delete ID [--force]\n"
+            "  sessions list [--status S] [--node ID] [--owner NAME]\n"
+            "  sessions get ID\n"
+            "  sessions create --image IMG [--name N] [--gpu-vendor V] [--label k=v,...]\n"
+            "                  [--node-id ID] [--prefer-label k=v,...] [--env K=V]...\n"
+            "                  [--width W] [--height H] [--refresh-rate R]\n"
+            "  sessions create --json FILE|-      the whole request body (see the API docs)\n"
+            "  sessions delete|stop ID\n"
+            "  tokens list\n"
+            "  tokens create --name N --role admin|user|agent [--node-id ID] [--expires-in S]\n"
+            "  tokens revoke ID\n"
+            "  events list [--node ID] [--session ID] [--type T] [--since RFC3339]\n"
+            "  (list commands also take --limit N, --page-size N and --cursor C)\n"
+            "\n"
+            "Flags (the first ones also settable through the environment variable shown):\n");
     wp_opts_usage(out, t, n);
     fprintf(out, "\n"
-                 "Output is JSON. Exit status: 0 success, 1 the server refused or failed,\n"
-                 "2 usage error, 3 the server could not be reached.\n");
+                 "Output is the API's JSON, pretty-printed; list commands follow next_cursor and\n"
+                 "print every page's items in one list. Errors are one line on stderr,\n"
+                 "\"wolfpack: <code>: <message>\". Exit status: 0 success, 1 the server refused\n"
+                 "or failed, 2 usage error, 3 the server could not be reached.\n");
 }
 
-static size_t wpc_write_cb(char *p, size_t size, size_t nmemb, void *ud)
+int wpc_flags_check(const wpc_config *c, unsigned allowed, const char *what)
 {
-    wp_buf *b = ud;
-    size_t n = size * nmemb;
-    if (wp_buf_put(b, p, n) != 0)
-        return 0; /* over WPC_MAX_RESPONSE: abort the transfer */
-    return n;
-}
-
-/*
- * One request to the server: method + path, optional JSON body, optional bearer
- * token. Returns the HTTP status with the response in out, or -1 with err set.
- */
-static long wpc_request(const wpc_config *c, const char *method, const char *path, const char *json,
-                        const char *token, wp_buf *out, char *err, size_t cap)
-{
-    char url[2048];
-    char errbuf[CURL_ERROR_SIZE] = {0};
-    char auth[600];
-    long status = -1;
-    struct curl_slist *hdrs = NULL;
-    size_t slen = strlen(c->server);
-    while (slen > 0 && c->server[slen - 1] == '/')
-        slen--;
-    if (snprintf(url, sizeof(url), "%.*s%s", (int)slen, c->server, path) >= (int)sizeof(url)) {
-        snprintf(err, cap, "server URL too long");
-        return -1;
-    }
-    CURL *h = curl_easy_init();
-    if (!h) {
-        snprintf(err, cap, "cannot initialize libcurl");
-        return -1;
-    }
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https,http");
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, wpc_write_cb);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)c->timeout_s);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    if (json) {
-        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
-    }
-    if (token) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        hdrs = curl_slist_append(hdrs, auth);
-        wp_secure_zero(auth, sizeof(auth));
-    }
-    if (hdrs)
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    if (c->ca_file)
-        curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
-    if (c->insecure) {
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    CURLcode rc = curl_easy_perform(h);
-    if (rc != CURLE_OK) {
-        snprintf(err, cap, "%.200s: %.250s", url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
-    } else {
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    }
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(h);
-    return status;
-}
-
-/* The API token: --token / WOLFPACK_TOKEN, else the first line of --token-file. */
-static const char *wpc_token(wpc_config *c)
-{
-    if (c->token)
-        return c->token;
-    if (!c->token_file)
-        return NULL;
-    FILE *f = fopen(c->token_file, "re");
-    if (!f)
-        return NULL;
-    char *got = fgets(c->token_buf, sizeof(c->token_buf), f);
-    fclose(f);
-    if (!got)
-        return NULL;
-    c->token_buf[strcspn(c->token_buf, "\r\n")] = '\0';
-    return c->token_buf[0] ? c->token_buf : NULL;
-}
-
-/*
- * Runs an API call and prints the JSON answer (pretty) on stdout, or the server's
- * error message on stderr. Returns the exit status.
- */
-static int wpc_api(wpc_config *c, const char *method, const char *path, const char *json)
-{
-    char err[512];
-    if (!c->server) {
-        fprintf(stderr, "wolfpack: no server: set --server or WOLFPACK_SERVER\n");
-        return 2;
-    }
-    const char *token = wpc_token(c);
-    if (!token) {
-        fprintf(stderr, "wolfpack: no token: set WOLFPACK_TOKEN or --token-file%s\n",
-                c->token_file ? " (cannot read it)" : "");
-        return 2;
-    }
-    wp_buf body;
-    wp_buf_init(&body, WPC_MAX_RESPONSE);
-    long status = wpc_request(c, method, path, json, token, &body, err, sizeof(err));
-    int rc = 0;
-    cJSON *doc = NULL;
-    if (status < 0) {
-        fprintf(stderr, "wolfpack: %s\n", err);
-        rc = 3;
-    } else {
-        if (wp_buf_len(&body) > 0)
-            wp_json_parse((const char *)wp_buf_ptr(&body), wp_buf_len(&body), WPC_MAX_RESPONSE, 64,
-                          &doc);
-        if (status >= 200 && status < 300) {
-            char *text = doc ? cJSON_Print(doc) : NULL;
-            if (text)
-                printf("%s\n", text);
-            cJSON_free(text);
-        } else {
-            const cJSON *e = doc ? cJSON_GetObjectItemCaseSensitive(doc, "error") : NULL;
-            const char *msg = e ? wp_json_get_str(e, "message") : NULL;
-            const char *code = e ? wp_json_get_str(e, "code") : NULL;
-            fprintf(stderr, "wolfpack: %s %s: %ld %s: %s\n", method, path, status,
-                    code ? code : "error", msg ? msg : "no details");
-            rc = 1;
+    const struct {
+        unsigned bit;
+        int given;
+        const char *flag;
+    } f[] = {
+        {WPC_F_NAME, c->name != NULL, "name"},
+        {WPC_F_ROLE, c->role != NULL, "role"},
+        {WPC_F_NODE_ID, c->node_id != NULL, "node-id"},
+        {WPC_F_EXPIRES_IN, c->expires_in != 0, "expires-in"},
+        {WPC_F_STATUS, c->status != NULL, "status"},
+        {WPC_F_GPU_VENDOR, c->gpu_vendor != NULL, "gpu-vendor"},
+        {WPC_F_LABEL, c->label.n > 0, "label"},
+        {WPC_F_LIMIT, c->limit != 0, "limit"},
+        {WPC_F_CURSOR, c->cursor != NULL, "cursor"},
+        {WPC_F_FORCE, c->force != 0, "force"},
+        {WPC_F_NODE, c->node != NULL, "node"},
+        {WPC_F_SESSION, c->session != NULL, "session"},
+        {WPC_F_OWNER, c->owner != NULL, "owner"},
+        {WPC_F_SINCE, c->since != NULL, "since"},
+        {WPC_F_TYPE, c->type != NULL, "type"},
+        {WPC_F_IMAGE, c->image != NULL, "image"},
+        {WPC_F_ENV, c->env.n > 0, "env"},
+        {WPC_F_PREFER_LABEL, c->prefer_label.n > 0, "prefer-label"},
+        {WPC_F_WIDTH, c->width != 0, "width"},
+        {WPC_F_HEIGHT, c->height != 0, "height"},
+        {WPC_F_REFRESH, c->refresh_rate != 0, "refresh-rate"},
+        {WPC_F_JSON, c->json != NULL, "json"},
+        {WPC_F_PAGE_SIZE, c->page_size != 0, "page-size"},
+    };
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        if (f[i].given && !(allowed & f[i].bit)) {
+            wpc_usage_error("--%s does not apply to %s (see --help)", f[i].flag, what);
+            return WPC_EXIT_USAGE;
         }
-    }
-    cJSON_Delete(doc);
-    wp_buf_free(&body);
-    wp_secure_zero(c->token_buf, sizeof(c->token_buf));
-    return rc;
+    return 0;
 }
 
-static int wpc_cmd_tokens(wpc_config *c, const char **pos, size_t npos)
-{
-    if (npos == 2 && strcmp(pos[1], "list") == 0)
-        return wpc_api(c, "GET", "/api/v1/tokens", NULL);
-    if (npos == 3 && strcmp(pos[1], "revoke") == 0) {
-        char path[256];
-        if (strlen(pos[2]) > 64 || strchr(pos[2], '/') || strchr(pos[2], '?')) {
-            fprintf(stderr, "wolfpack: invalid token id\n");
-            return 2;
-        }
-        snprintf(path, sizeof(path), "/api/v1/tokens/%s", pos[2]);
-        return wpc_api(c, "DELETE", path, NULL);
-    }
-    if (npos == 2 && strcmp(pos[1], "create") == 0) {
-        if (!c->name || !c->role) {
-            fprintf(stderr, "wolfpack: tokens create needs --name and --role\n");
-            return 2;
-        }
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "name", c->name);
-        cJSON_AddStringToObject(o, "role", c->role);
-        if (c->node_id)
-            cJSON_AddStringToObject(o, "node_id", c->node_id);
-        if (c->expires_in)
-            cJSON_AddNumberToObject(o, "expires_in", (double)c->expires_in);
-        char *json = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
-        if (!json) {
-            fprintf(stderr, "wolfpack: out of memory\n");
-            return 1;
-        }
-        int rc = wpc_api(c, "POST", "/api/v1/tokens", json);
-        cJSON_free(json);
-        return rc;
-    }
-    fprintf(stderr,
-            "wolfpack: usage: wolfpack tokens list | create --name N --role R | revoke ID\n");
-    return 2;
-}
-
-static int wpc_cmd_version(const wpc_config *c)
+static int wpc_cmd_version(wpc_config *c)
 {
     wp_version_print("wolfpack");
     if (!c->server)
-        return 0;
+        return WPC_EXIT_OK;
     wp_buf body;
     char err[512];
     cJSON *doc = NULL;
     wp_buf_init(&body, WPC_MAX_RESPONSE);
     long status = wpc_request(c, "GET", "/version", NULL, NULL, &body, err, sizeof(err));
-    int rc = 0;
-    if (status < 0) {
-        fprintf(stderr, "wolfpack: %s\n", err);
-        rc = 3;
+    int rc = WPC_EXIT_OK;
+    if (status == -1) {
+        fprintf(stderr, "wolfpack: unreachable: %s\n", err);
+        rc = WPC_EXIT_UNREACHABLE;
     } else if (status != 200 || wp_json_parse((const char *)wp_buf_ptr(&body), wp_buf_len(&body),
                                               WPC_MAX_RESPONSE, 16, &doc) != 0) {
-        fprintf(stderr, "wolfpack: server answered %ld to GET /version\n", status);
-        rc = 1;
+        fprintf(stderr, "wolfpack: bad_response: server answered %ld to GET /version\n", status);
+        rc = WPC_EXIT_REFUSED;
     } else {
         const char *v = wp_json_get_str(doc, "version");
         const char *commit = wp_json_get_str(doc, "commit");
@@ -304,53 +203,59 @@ static int wpc_cmd_version(const wpc_config *c)
     return rc;
 }
 
+/* Runs the command named by pos[0]; returns the exit status. */
+static int wpc_dispatch(wpc_config *c, const char **pos, size_t npos)
+{
+    static const struct {
+        const char *name;
+        int (*fn)(wpc_config *, const char **, size_t);
+    } cmds[] = {
+        {"nodes", wpc_cmd_nodes},
+        {"sessions", wpc_cmd_sessions},
+        {"tokens", wpc_cmd_tokens},
+        {"events", wpc_cmd_events},
+    };
+    if (c->version || strcmp(pos[0], "version") == 0)
+        return wpc_cmd_version(c);
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        if (strcmp(pos[0], cmds[i].name) == 0)
+            return cmds[i].fn(c, pos, npos);
+    return wpc_usage_error("unknown command '%.64s' (see --help)", pos[0]);
+}
+
 int main(int argc, char **argv)
 {
     wpc_config c;
-    wp_opt t[16];
-    const char *pos[8];
+    wp_opt t[WPC_OPTS_MAX];
+    const char *pos[WPC_POS_MAX];
     size_t npos = 0;
     char err[512];
 
     memset(&c, 0, sizeof(c));
     c.timeout_s = 30;
-    size_t n = wpc_table(&c, t, 16);
-    if (wp_opts_parse(t, n, argc, argv, 1, wp_opts_getenv, pos, 8, &npos, err, sizeof(err)) != 0) {
-        fprintf(stderr, "wolfpack: %s\n", err);
-        return 2;
-    }
-    if (c.help || (npos > 0 && strcmp(pos[0], "help") == 0)) {
+    size_t n = wpc_table(&c, t, WPC_OPTS_MAX);
+    int rc;
+    if (wp_opts_parse(t, n, argc, argv, 1, wp_opts_getenv, pos, WPC_POS_MAX, &npos, err,
+                      sizeof(err)) != 0) {
+        fprintf(stderr, "wolfpack: usage: %s\n", err);
+        rc = WPC_EXIT_USAGE;
+    } else if (c.help || (npos > 0 && strcmp(pos[0], "help") == 0)) {
         wpc_usage(stdout);
-        return 0;
-    }
-    if (c.version || (npos > 0 && strcmp(pos[0], "version") == 0)) {
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-            fprintf(stderr, "wolfpack: cannot initialize libcurl\n");
-            return 3;
-        }
-        int rc = wpc_cmd_version(&c);
-        curl_global_cleanup();
-        return rc;
-    }
-    if (npos == 0) {
+        rc = WPC_EXIT_OK;
+    } else if (npos == 0 && !c.version) {
         wpc_usage(stderr);
-        return 2;
-    }
-    if (strcmp(pos[0], "tokens") == 0) {
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-            fprintf(stderr, "wolfpack: cannot initialize libcurl\n");
-            return 3;
-        }
-        int rc = wpc_cmd_tokens(&c, pos, npos);
+        rc = WPC_EXIT_USAGE;
+    } else if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "wolfpack: internal: cannot initialize libcurl\n");
+        rc = WPC_EXIT_REFUSED;
+    } else {
+        static const char *version_word[] = {"version"};
+        rc = wpc_dispatch(&c, npos ? pos : version_word, npos ? npos : 1);
+        wpc_http_close(&c);
         curl_global_cleanup();
-        return rc;
     }
-    if (strcmp(pos[0], "nodes") == 0 || strcmp(pos[0], "sessions") == 0 ||
-        strcmp(pos[0], "events") == 0) {
-        fprintf(stderr, "wolfpack: '%s' needs a control plane API this build does not have yet\n",
-                pos[0]);
-        return 2;
-    }
-    fprintf(stderr, "wolfpack: unknown command '%.64s' (see --help)\n", pos[0]);
-    return 2;
+    wp_strlist_free(&c.label);
+    wp_strlist_free(&c.prefer_label);
+    wp_strlist_free(&c.env);
+    return rc;
 }
