@@ -705,7 +705,8 @@ static void na_heartbeat_cb(uv_timer_t *t)
     cJSON_AddStringToObject(o, "type", WP_MSG_HEARTBEAT);
     cJSON_AddNumberToObject(o, "seq", (double)a->hb_seq);
     cJSON_AddNumberToObject(o, "time", (double)na_wall_ms());
-    cJSON_AddNumberToObject(load, "active_sessions", 0);
+    int lobbies = na_wolfprobe_lobby_count(a->probe); /* -1: unknown (no probe, Wolf down) */
+    cJSON_AddNumberToObject(load, "active_sessions", lobbies > 0 ? (double)lobbies : 0);
     cJSON_AddNumberToObject(load, "max_sessions", (double)a->cfg->max_sessions);
     cJSON_AddNumberToObject(load, "open_streams", a->mux ? (double)wp_mux_stream_count(a->mux) : 0);
     cJSON_AddBoolToObject(load, "draining", a->draining);

@@ -5,6 +5,8 @@
  * prober and is reused every round. A round starts every configured check
  * that is not still in flight (a check slower than the interval skips
  * rounds); when the last one finishes the round is over and on_round runs.
+ * A successful api check chains the round's lobby listing (its own easy
+ * handle, counted in the round like a check) before the round ends.
  */
 #include "wolfprobe.h"
 
@@ -27,6 +29,7 @@ static const char *const na_probe_names[NA_PROBE_CHECKS] = {"api", "http", "http
 
 #define NA_PROBE_PATH_HEALTH  "/api/v1/system/health"
 #define NA_PROBE_PATH_OPENAPI "/api/v1/openapi-schema"
+#define NA_PROBE_PATH_LOBBIES "/api/v1/lobbies"
 
 typedef struct na_probe_check {
     na_wolfprobe *p;
@@ -41,6 +44,15 @@ typedef struct na_probe_check {
     char errbuf[CURL_ERROR_SIZE];
 } na_probe_check;
 
+/* GET /api/v1/lobbies after a successful api check: not a health check. */
+typedef struct na_probe_lobbies {
+    CURL *easy; /* NULL unless the api check is configured */
+    int in_flight;
+    int count; /* -1 unknown */
+    wp_buf body;
+    char errbuf[CURL_ERROR_SIZE];
+} na_probe_lobbies;
+
 struct na_wolfprobe {
     uv_loop_t *loop;
     wp_curlm *m;
@@ -48,6 +60,7 @@ struct na_wolfprobe {
     uv_timer_t timer;
     na_probe_check checks[NA_PROBE_CHECKS];
     na_probe_result results[NA_PROBE_CHECKS];
+    na_probe_lobbies lobbies;
     int pending;
     uint64_t rounds;
     void (*on_round)(na_wolfprobe *p, void *ud);
@@ -225,6 +238,23 @@ static size_t na_probe_write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
 
 static void na_probe_done(CURL *easy, CURLcode result, void *ud);
 
+/* Options every probe request shares (one fresh connection, no proxy). 1 ok, 0 failed. */
+static int na_probe_setopts(CURL *e, const char *url, long timeout_ms, char *errbuf,
+                            const char *unix_path)
+{
+    int ok = curl_easy_setopt(e, CURLOPT_URL, url) == CURLE_OK &&
+             curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
+             curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms) == CURLE_OK &&
+             curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf) == CURLE_OK &&
+             curl_easy_setopt(e, CURLOPT_PROXY, "") == CURLE_OK && /* never via HTTPS_PROXY */
+             curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L) == CURLE_OK &&
+             curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L) == CURLE_OK &&
+             curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK;
+    if (ok && unix_path[0])
+        ok = curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, unix_path) == CURLE_OK;
+    return ok;
+}
+
 /* (Re)starts check c. 0 or a WP_ERR_* (then the check is recorded as failed by the caller). */
 static int na_probe_launch(na_probe_check *c)
 {
@@ -252,16 +282,7 @@ static int na_probe_launch(na_probe_check *c)
         snprintf(url, sizeof(url), "%s/api/authenticate", c->base);
         break;
     }
-    int ok = curl_easy_setopt(e, CURLOPT_URL, url) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_PROXY, "") == CURLE_OK && /* never via HTTPS_PROXY */
-             curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK;
-    if (ok && c->unix_path[0])
-        ok = curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, c->unix_path) == CURLE_OK;
+    int ok = na_probe_setopts(e, url, timeout_ms, c->errbuf, c->unix_path);
     if (ok && c->kind == NA_PROBE_HTTPS) {
         /* A handshake only: Wolf's certificate is self-signed per install and nothing is
          * sent, so there is nothing to verify it against and nothing to protect. */
@@ -309,6 +330,8 @@ static void na_probe_record(na_probe_check *c, int ok, int64_t latency_ms, const
                         WP_LI("latency_ms", r->latency_ms));
     } else {
         snprintf(r->error, sizeof(r->error), "%s", error);
+        if (c->kind == NA_PROBE_API)
+            c->p->lobbies.count = -1; /* Wolf's API is not answering: lobbies unknown */
         r->failures++;
         r->consecutive_failures++;
         if (was_ok)
@@ -322,6 +345,95 @@ static void na_probe_round_end(na_wolfprobe *p)
     p->rounds++;
     if (p->on_round)
         p->on_round(p, p->ud);
+}
+
+/* ---- the lobby listing ---- */
+
+static size_t na_lobbies_write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    na_probe_lobbies *l = ud;
+    size_t n = size * nmemb;
+    if (wp_buf_put(&l->body, ptr, n) != 0)
+        return 0; /* over NA_PROBE_LOBBIES_MAX: CURLE_WRITE_ERROR */
+    return n;
+}
+
+/*
+ * The lobby count of a GET /api/v1/lobbies reply (len bytes): the size of the
+ * `lobbies` array of {"success":true,"lobbies":[...]}, or -1. A 1 MiB body
+ * holds fewer than 2^20 array items, so the count fits the heartbeat's range.
+ */
+static int na_lobbies_parse(const char *body, size_t len)
+{
+    cJSON *o = NULL;
+    if (len == 0 || wp_json_parse(body, len, NA_PROBE_LOBBIES_MAX, 32, &o) != 0)
+        return -1;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "lobbies");
+    int n = cJSON_IsObject(o) && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "success")) &&
+                    cJSON_IsArray(arr)
+                ? cJSON_GetArraySize(arr)
+                : -1;
+    cJSON_Delete(o);
+    return n;
+}
+
+static void na_lobbies_done(CURL *easy, CURLcode result, void *ud)
+{
+    na_wolfprobe *p = ud;
+    na_probe_lobbies *l = &p->lobbies;
+    l->in_flight = 0;
+    p->pending--;
+    long status = 0;
+    if (result == CURLE_OK)
+        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+    l->count = result == CURLE_OK && status == 200
+                   ? na_lobbies_parse((const char *)wp_buf_ptr(&l->body), wp_buf_len(&l->body))
+                   : -1;
+    if (l->count < 0) {
+        char err[256];
+        if (result != CURLE_OK) {
+            long os_errno = 0;
+            curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
+            na_probe_curl_error((int)result, os_errno, l->errbuf, 0, err, sizeof(err));
+        } else if (status != 200) {
+            snprintf(err, sizeof(err), "http status %ld", status);
+        } else {
+            snprintf(err, sizeof(err), "bad lobbies reply");
+        }
+        wp_log_debug("cannot list Wolf lobbies", WP_LS("error", err));
+    }
+    wp_buf_reset(&l->body);
+    if (p->pending == 0)
+        na_probe_round_end(p);
+}
+
+/* Starts the lobby listing after a successful api check c; on failure the count is unknown. */
+static void na_lobbies_launch(na_probe_check *c)
+{
+    na_wolfprobe *p = c->p;
+    na_probe_lobbies *l = &p->lobbies;
+    if (!l->easy || l->in_flight)
+        return; /* a listing slower than the interval: keep the last count */
+    CURL *e = l->easy;
+    char url[400];
+    curl_easy_reset(e);
+    wp_buf_reset(&l->body);
+    l->errbuf[0] = '\0';
+    snprintf(url, sizeof(url), "%s%s", c->base, NA_PROBE_PATH_LOBBIES);
+    int ok =
+        na_probe_setopts(e, url, (long)p->cfg->probe_timeout_s * 1000L, l->errbuf, c->unix_path) &&
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, na_lobbies_write_cb) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, l) == CURLE_OK &&
+        curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)NA_PROBE_LOBBIES_MAX) ==
+            CURLE_OK;
+    int rc = ok ? wp_curlm_add(p->m, e, na_lobbies_done, p) : WP_ERR_INTERNAL;
+    if (rc != 0) {
+        l->count = -1;
+        wp_log_debug("cannot list Wolf lobbies", WP_LE("err", rc));
+        return;
+    }
+    l->in_flight = 1;
+    p->pending++;
 }
 
 /* Judges a finished HTTP check: 1 ok, 0 failed with err filled, -1 restarted (api fallback). */
@@ -402,6 +514,8 @@ static void na_probe_done(CURL *easy, CURLcode result, void *ud)
             return; /* relaunched within this round; c->started stays */
     }
     na_probe_record(c, ok, latency, err);
+    if (c->kind == NA_PROBE_API && ok)
+        na_lobbies_launch(c);
     if (p->pending == 0)
         na_probe_round_end(p);
 }
@@ -437,6 +551,9 @@ static void na_probe_free(na_wolfprobe *p)
             curl_easy_cleanup(p->checks[i].easy);
         wp_buf_free(&p->checks[i].body);
     }
+    if (p->lobbies.easy)
+        curl_easy_cleanup(p->lobbies.easy);
+    wp_buf_free(&p->lobbies.body);
     free(p);
 }
 
@@ -454,6 +571,8 @@ int na_wolfprobe_start(uv_loop_t *loop, wp_curlm *m, const na_config *cfg,
     p->cfg = cfg;
     p->on_round = on_round;
     p->ud = ud;
+    p->lobbies.count = -1;
+    wp_buf_init(&p->lobbies.body, NA_PROBE_LOBBIES_MAX);
     for (int i = 0; i < NA_PROBE_CHECKS; i++) {
         na_probe_check *c = &p->checks[i];
         c->p = p;
@@ -465,6 +584,10 @@ int na_wolfprobe_start(uv_loop_t *loop, wp_curlm *m, const na_config *cfg,
             na_probe_free(p);
             return WP_ERR_NOMEM;
         }
+    }
+    if (p->results[NA_PROBE_API].configured && !(p->lobbies.easy = curl_easy_init())) {
+        na_probe_free(p);
+        return WP_ERR_NOMEM;
     }
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;
@@ -497,6 +620,10 @@ void na_wolfprobe_stop(na_wolfprobe *p, void (*closed)(void *ud), void *ud)
             p->checks[i].in_flight = 0;
         }
     }
+    if (p->lobbies.in_flight) {
+        wp_curlm_remove(p->m, p->lobbies.easy);
+        p->lobbies.in_flight = 0;
+    }
     p->pending = 0;
     uv_close((uv_handle_t *)&p->timer, na_probe_timer_closed);
 }
@@ -523,6 +650,11 @@ int na_wolfprobe_wolf_healthy(const na_wolfprobe *p)
             return 0;
     }
     return 1;
+}
+
+int na_wolfprobe_lobby_count(const na_wolfprobe *p)
+{
+    return p ? p->lobbies.count : -1;
 }
 
 uint64_t na_wolfprobe_rounds(const na_wolfprobe *p)

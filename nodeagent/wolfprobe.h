@@ -18,7 +18,14 @@
  *   moonlight  GET /api/authenticate on service `moonlight`: 200 or 401 = ok
  *              (Moonlight Web has no health endpoint).
  * A check whose service is not configured (or --wolf-https none) is reported
- * as not configured and counts for nothing. Reply bodies are read up to
+ * as not configured and counts for nothing.
+ *
+ * When the api check of a round succeeds the round also lists Wolf's lobbies
+ * (GET /api/v1/lobbies on the same target, same timeout, body read up to
+ * NA_PROBE_LOBBIES_MAX): `{"success":true,"lobbies":[...]}` gives the lobby
+ * count for the heartbeat's load.active_sessions, anything else (or a failed
+ * api check) makes it unknown. This listing is not a health check: its
+ * failures are logged at debug level only and never change a verdict. Reply bodies are read up to
  * NA_PROBE_BODY_MAX; every Wolf request uses a fresh connection (Wolf serves
  * one request per connection).
  *
@@ -42,7 +49,8 @@
 #include "config.h"
 #include "curl_uv.h"
 
-#define NA_PROBE_BODY_MAX (64u * 1024u) /* bytes of a reply body read */
+#define NA_PROBE_BODY_MAX    (64u * 1024u)   /* bytes of a reply body read */
+#define NA_PROBE_LOBBIES_MAX (1024u * 1024u) /* bytes of a GET /api/v1/lobbies reply read */
 #define NA_PROBE_LAT_BUCKETS                                                                       \
     11 /* upper bounds ms: 5,10,25,50,100,250,500,1000,2500,5000,10000 (+Inf implicit) */
 #define NA_PROBE_CHECKS 4 /* api, http, https, moonlight (in this order) */
@@ -85,6 +93,14 @@ size_t na_wolfprobe_results(const na_wolfprobe *p, const na_probe_result **out);
 
 /* 1 when every configured Wolf check (api, http, https) is ok; 1 before the first round. */
 int na_wolfprobe_wolf_healthy(const na_wolfprobe *p);
+
+/*
+ * Number of lobbies Wolf runs, from the latest round whose api check succeeded
+ * and whose GET /api/v1/lobbies answered {"success":true,"lobbies":[...]};
+ * -1 when unknown (before that, after a failed api check or a bad listing,
+ * or p NULL).
+ */
+int na_wolfprobe_lobby_count(const na_wolfprobe *p);
 
 /* Number of completed rounds. */
 uint64_t na_wolfprobe_rounds(const na_wolfprobe *p);

@@ -11,6 +11,8 @@ node `degraded`, and the node returns `online` when the fake recovers:
   - 47984 closes without a TLS handshake           -> https "closed before tls handshake".
 The restart command runs after 2 unhealthy rounds, again only after the cool-down, never
 for agent B, and each run is a node.wolf_restart event in GET /api/v1/events.
+The agents list Wolf's lobbies with each probe round: once a session is created, its node's
+load.active_sessions (from the heartbeat) is 1, and 0 again after the session is stopped.
 """
 import json
 import os
@@ -34,10 +36,11 @@ class Ctx:
     agents = {}
 
 
-def api(c, method, path):
+def api(c, method, path, body=None):
+    data = b"" if body is None else json.dumps(body).encode()
     s = c.wp.connect()
     s.sendall(("%s %s HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n"
-               "Content-Length: 0\r\n\r\n" % (method, path, c.admin)).encode())
+               "Content-Length: %d\r\n\r\n" % (method, path, c.admin, len(data))).encode() + data)
     st, _, raw = read_response(s)
     s.close()
     return st, (json.loads(raw) if raw else None)
@@ -123,6 +126,26 @@ def test_online_with_wolf_health(c):
     assert restarts(c) == []
 
 
+def load_sessions(c, nid, want):
+    n = node(c, nid)
+    return n if n and (n.get("load") or {}).get("active_sessions") == want else None
+
+
+def test_lobby_count_in_load(c):
+    # both agents probe the same fake Wolf: each lists the one lobby
+    st, b = api(c, "POST", "/api/v1/sessions",
+                {"runner": {"type": "docker", "image": "ghcr.io/games-on-whales/xfce:edge"}})
+    assert st == 201, (st, b)
+    assert len(c.wolf.lobbies) == 1, c.wolf.lobbies
+    for nid in (b["node_id"], "wh-a", "wh-b"):
+        wait_for(c, "active_sessions 1 " + nid, lambda: load_sessions(c, nid, 1), timeout=10)
+    st, _ = api(c, "DELETE", "/api/v1/sessions/" + b["id"])
+    assert st == 200 and not c.wolf.lobbies, (st, c.wolf.lobbies)
+    for nid in ("wh-a", "wh-b"):
+        wait_for(c, "active_sessions 0 " + nid, lambda: load_sessions(c, nid, 0), timeout=10)
+    assert c.wolf.call_count("GET", "/api/v1/lobbies") > 0
+
+
 def test_api_hang_and_restart_cooldown(c):
     c.wolf.hang_api(True)
     for nid in ("wh-a", "wh-b"):
@@ -202,7 +225,8 @@ def main():
         assert m, c.wp.stdout()
         start_agent(c, "wh-a", m.group(1), True)
         start_agent(c, "wh-b", m.group(1), False)
-        for t in (test_online_with_wolf_health, test_api_hang_and_restart_cooldown,
+        for t in (test_online_with_wolf_health, test_lobby_count_in_load,
+                  test_api_hang_and_restart_cooldown,
                   test_serverinfo_garbage, test_https_closed_before_handshake,
                   test_restart_once_per_cooldown_never_unconfigured, test_clean_exit):
             r.run(t, c)

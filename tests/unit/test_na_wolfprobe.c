@@ -2,7 +2,9 @@
  * test_na_wolfprobe.c — unit tests for wolfprobe.c: the /serverinfo check, the
  * stable error texts, the latency histogram, and one real round
  * (na_wolfprobe_run_once) against local sockets: a missing unix socket, a
- * refused TCP port, a silent server (timeout), a disabled https check.
+ * refused TCP port, a silent server (timeout), a disabled https check; and
+ * the lobby count: rounds of a real prober against a unix-socket fake Wolf
+ * API answering /api/v1/system/health and /api/v1/lobbies.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -209,6 +211,265 @@ WP_TEST(run_once_failures)
     WP_CHECK_LOOP_CLOSED(&loop);
 }
 
+/* ---- the lobby count: a unix-socket fake of Wolf's API ---- */
+
+#define API_MAX_CLIENTS 8
+
+typedef struct api_srv api_srv;
+
+typedef struct api_client {
+    uv_pipe_t h;
+    api_srv *s;
+    char buf[2048];
+    size_t len;
+    int answered;
+    uv_write_t wr;
+    char reply[1024];
+    int slot;
+} api_client;
+
+struct api_srv {
+    uv_pipe_t l;
+    char path[108];
+    const char *health;  /* full HTTP reply to GET /api/v1/system/health */
+    const char *lobbies; /* full HTTP reply to GET /api/v1/lobbies */
+    int health_reqs, lobbies_reqs;
+    api_client *clients[API_MAX_CLIENTS];
+};
+
+static void api_client_closed(uv_handle_t *h)
+{
+    api_client *c = h->data;
+    c->s->clients[c->slot] = NULL;
+    free(c);
+}
+
+static void api_client_close(api_client *c)
+{
+    if (!uv_is_closing((uv_handle_t *)&c->h))
+        uv_close((uv_handle_t *)&c->h, api_client_closed);
+}
+
+static void api_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+    (void)sz;
+    api_client *c = h->data;
+    if (c->len >= sizeof(c->buf) - 1)
+        c->len = 0;
+    *b = uv_buf_init(c->buf + c->len, (unsigned)(sizeof(c->buf) - 1 - c->len));
+}
+
+static void api_written(uv_write_t *w, int status)
+{
+    (void)status;
+    api_client_close(w->data);
+}
+
+/* Wolf's quirks: HTTP/1.0, reason always "OK", Content-Length only, close after one reply. */
+static void api_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    (void)b;
+    api_client *c = st->data;
+    if (n < 0) {
+        api_client_close(c);
+        return;
+    }
+    if (c->answered)
+        return;
+    c->len += (size_t)n;
+    c->buf[c->len] = '\0';
+    if (!strstr(c->buf, "\r\n\r\n"))
+        return;
+    c->answered = 1;
+    const char *reply = "HTTP/1.0 404 OK\r\nContent-Length: 0\r\n\r\n";
+    if (strncmp(c->buf, "GET /api/v1/system/health ", 26) == 0) {
+        c->s->health_reqs++;
+        reply = c->s->health;
+    } else if (strncmp(c->buf, "GET /api/v1/lobbies ", 20) == 0) {
+        c->s->lobbies_reqs++;
+        reply = c->s->lobbies;
+    }
+    snprintf(c->reply, sizeof(c->reply), "%s", reply);
+    uv_buf_t out = uv_buf_init(c->reply, (unsigned)strlen(c->reply));
+    c->wr.data = c;
+    uv_write(&c->wr, st, &out, 1, api_written);
+}
+
+static void api_on_conn(uv_stream_t *l, int status)
+{
+    api_srv *s = l->data;
+    if (status < 0)
+        return;
+    int slot = -1;
+    for (int i = 0; i < API_MAX_CLIENTS; i++)
+        if (!s->clients[i]) {
+            slot = i;
+            break;
+        }
+    api_client *c = slot >= 0 ? calloc(1, sizeof(*c)) : NULL;
+    WP_CHECK(c != NULL);
+    if (!c)
+        return;
+    c->s = s;
+    c->slot = slot;
+    s->clients[slot] = c;
+    uv_pipe_init(l->loop, &c->h, 0);
+    c->h.data = c;
+    WP_CHECK_EQ(uv_accept(l, (uv_stream_t *)&c->h), 0);
+    uv_read_start((uv_stream_t *)&c->h, api_alloc, api_read);
+}
+
+static char *http_reply(char *out, size_t cap, int status, const char *body)
+{
+    snprintf(out, cap, "HTTP/1.0 %d OK\r\nContent-Length: %zu\r\n\r\n%s", status, strlen(body),
+             body);
+    return out;
+}
+
+typedef struct lobby_round {
+    int rounds;
+    int count;   /* na_wolfprobe_lobby_count at the end of the first round */
+    int healthy; /* na_wolfprobe_wolf_healthy then */
+    int api_ok;
+    int closed;
+} lobby_round;
+
+static void lobby_round_cb(na_wolfprobe *p, void *ud)
+{
+    lobby_round *r = ud;
+    if (r->rounds++ > 0)
+        return;
+    r->count = na_wolfprobe_lobby_count(p);
+    r->healthy = na_wolfprobe_wolf_healthy(p);
+    const na_probe_result *res = NULL;
+    WP_CHECK_EQ(na_wolfprobe_results(p, &res), NA_PROBE_CHECKS);
+    r->api_ok = res[0].ok;
+}
+
+static void lobby_closed(void *ud)
+{
+    *(int *)ud = 1;
+}
+
+/* One round of a real prober against s with the given replies; fills *r. */
+static void lobby_run(uv_loop_t *loop, const na_config *cfg, api_srv *s, const char *health,
+                      const char *lobbies, lobby_round *r)
+{
+    memset(r, 0, sizeof(*r));
+    s->health = health;
+    s->lobbies = lobbies;
+    s->health_reqs = s->lobbies_reqs = 0;
+    wp_curlm *m = NULL;
+    WP_CHECK_EQ(wp_curlm_new(loop, &m), 0);
+    na_wolfprobe *p = NULL;
+    WP_CHECK_EQ(na_wolfprobe_start(loop, m, cfg, lobby_round_cb, r, &p), 0);
+    WP_CHECK_EQ(na_wolfprobe_lobby_count(p), -1); /* unknown before the first round */
+    while (r->rounds == 0 && uv_run(loop, UV_RUN_ONCE))
+        ;
+    WP_CHECK_EQ(r->rounds, 1);
+    na_wolfprobe_stop(p, lobby_closed, &r->closed);
+    while (!r->closed && uv_run(loop, UV_RUN_ONCE))
+        ;
+    int mclosed = 0;
+    wp_curlm_close(m, lobby_closed, &mclosed);
+    while (!mclosed && uv_run(loop, UV_RUN_ONCE))
+        ;
+}
+
+WP_TEST(lobby_count)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    na_config cfg;
+    char err[256] = "";
+    char *argv[] = {"wolfpack-agent", "probe", "--node-id", "n1", "--probe-timeout", "2",
+                    "--wolf-https",   "none",  NULL};
+    WP_CHECK_EQ(na_config_parse(&cfg, 8, argv, no_env, err, sizeof(err)), 0);
+    api_srv s;
+    memset(&s, 0, sizeof(s));
+    snprintf(s.path, sizeof(s.path), "/tmp/wp-test-wolfprobe-api-%d.sock", (int)getpid());
+    unlink(s.path);
+    uv_pipe_init(&loop, &s.l, 0);
+    s.l.data = &s;
+    WP_CHECK_EQ(uv_pipe_bind(&s.l, s.path), 0);
+    WP_CHECK_EQ(uv_listen((uv_stream_t *)&s.l, 8, api_on_conn), 0);
+    /* Only the api check: the wolf service on the fake's socket. */
+    size_t nm = 0;
+    for (size_t i = 0; i < cfg.nservices; i++) {
+        na_service *sv = &cfg.services[i];
+        if (strcmp(sv->name, "wolf") == 0) {
+            snprintf(sv->target, sizeof(sv->target), "%s", s.path);
+            cfg.services[nm++] = *sv;
+        }
+    }
+    cfg.nservices = nm;
+    WP_CHECK_EQ(nm, 1);
+    WP_CHECK_EQ(na_wolfprobe_lobby_count(NULL), -1);
+
+    char health[256], lob[1024];
+    http_reply(health, sizeof(health), 200, "{\"success\":true,\"overall_status\":\"healthy\"}");
+    lobby_round r;
+
+    /* Two lobbies (Wolf's shape) → 2. */
+    lobby_run(&loop, &cfg, &s, health,
+              http_reply(lob, sizeof(lob), 200,
+                         "{\"success\":true,\"lobbies\":[{\"id\":\"1\",\"name\":\"a\","
+                         "\"multi_user\":true,\"runner\":{\"type\":\"process\",\"run_cmd\":"
+                         "\"x\"},\"connected_sessions\":[\"5\"]},{\"id\":\"2\",\"name\":\"b\","
+                         "\"connected_sessions\":[]}]}"),
+              &r);
+    WP_CHECK_EQ(s.health_reqs, 1);
+    WP_CHECK_EQ(s.lobbies_reqs, 1);
+    WP_CHECK_EQ(r.count, 2);
+    WP_CHECK_EQ(r.api_ok, 1);
+    WP_CHECK_EQ(r.healthy, 1);
+
+    /* No lobbies → 0 (known). */
+    lobby_run(&loop, &cfg, &s, health,
+              http_reply(lob, sizeof(lob), 200, "{\"success\":true,\"lobbies\":[]}"), &r);
+    WP_CHECK_EQ(r.count, 0);
+    WP_CHECK_EQ(r.api_ok, 1);
+
+    /* Garbage, a wrong shape, an error envelope, a 404: unknown, and the api check stays ok. */
+    const char *bad[][2] = {
+        {"200", "this is not json {"},
+        {"200", "{\"success\":true,\"lobbies\":{}}"},
+        {"200", "{\"success\":false,\"lobbies\":[1]}"},
+        {"200", "[1,2,3]"},
+        {"200", ""},
+        {"500", "{\"success\":false,\"error\":\"boom\"}"},
+        {"404", ""},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        lobby_run(&loop, &cfg, &s, health, http_reply(lob, sizeof(lob), atoi(bad[i][0]), bad[i][1]),
+                  &r);
+        WP_CHECK_EQ(s.lobbies_reqs, 1);
+        WP_CHECK_EQ(r.count, -1);
+        WP_CHECK_EQ(r.api_ok, 1);
+        WP_CHECK_EQ(r.healthy, 1);
+    }
+
+    /* A failing api check: no listing at all, count unknown. */
+    char sick[256];
+    lobby_run(
+        &loop, &cfg, &s,
+        http_reply(sick, sizeof(sick), 200, "{\"success\":true,\"overall_status\":\"critical\"}"),
+        http_reply(lob, sizeof(lob), 200, "{\"success\":true,\"lobbies\":[]}"), &r);
+    WP_CHECK_EQ(s.health_reqs, 1);
+    WP_CHECK_EQ(s.lobbies_reqs, 0);
+    WP_CHECK_EQ(r.api_ok, 0);
+    WP_CHECK_EQ(r.healthy, 0);
+    WP_CHECK_EQ(r.count, -1);
+
+    for (int i = 0; i < API_MAX_CLIENTS; i++)
+        if (s.clients[i])
+            api_client_close(s.clients[i]);
+    uv_close((uv_handle_t *)&s.l, NULL);
+    unlink(s.path);
+    na_config_free(&cfg);
+    WP_CHECK_LOOP_CLOSED(&loop);
+}
+
 int main(void)
 {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
@@ -217,6 +478,7 @@ int main(void)
     WP_RUN(error_texts);
     WP_RUN(histogram);
     WP_RUN(run_once_failures);
+    WP_RUN(lobby_count);
     curl_global_cleanup();
     return wp_test_done();
 }
