@@ -36,6 +36,7 @@
 #include "err.h"
 #include "ids.h"
 #include "log.h"
+#include "proxy_head.h"
 #include "store.h"
 #include "tunnel.h"
 #include "tunnel_int.h"
@@ -43,8 +44,6 @@
 #define CP_PROXY_HEAD_MAX      (32u * 1024u) /* request head sent upstream */
 #define CP_PROXY_TO_STREAM_MAX (512u * 1024u)
 #define CP_PROXY_IN_MAX        (WP_STREAM_INITIAL_WINDOW + WP_FRAME_MAX_DATA)
-#define CP_PROXY_RHDR_MAX      (16u * 1024u) /* upstream response headers */
-#define CP_PROXY_RHDR_COUNT    100
 #define CP_PROXY_CREDS_MAX     4096
 #define CP_PROXY_LEFTOVER_MAX  (192u * 1024u)
 #define CP_PROXY_DRAIN_MS      5000 /* the service closes after its response within this */
@@ -72,16 +71,15 @@ typedef struct cp_proxy {
     uv_timer_t timer; /* open + response head deadline */
     llhttp_t parser;
     llhttp_settings_t settings;
-    wp_buf to_stream; /* request bytes the stream refused for now */
-    wp_buf in;        /* upstream bytes not parsed yet */
-    wp_buf to_client; /* decoded body bytes the client's queue refused for now */
-    wp_buf rhdr;      /* upstream response headers: name\0value\0... */
-    size_t rhdr_count;
-    size_t owed; /* parsed upstream bytes not credited yet */
-    int status;  /* upstream status */
+    wp_buf to_stream;   /* request bytes the stream refused for now */
+    wp_buf in;          /* upstream bytes not parsed yet */
+    wp_buf to_client;   /* decoded body bytes the client's queue refused for now */
+    cp_proxy_head rhdr; /* upstream response headers (proxy_head.h) */
+    size_t owed;        /* parsed upstream bytes not credited yet */
+    int status;         /* upstream status */
     unsigned ws : 1, chunked_up : 1, body_done : 1, head_done : 1, resp_started : 1,
-        resp_complete : 1, upstream_fin : 1, draining : 1, in_field : 1, in_value : 1,
-        db_pending : 1, closing : 1, is_head : 1, hpe_user : 1, upgrade_now : 1, processing : 1;
+        resp_complete : 1, upstream_fin : 1, draining : 1, db_pending : 1, closing : 1, is_head : 1,
+        hpe_user : 1, upgrade_now : 1, processing : 1;
     const char *err_msg;
     char node[64];
     char service[WP_SERVICE_NAME_MAX + 1];
@@ -101,7 +99,7 @@ static void cp_proxy_timer_closed(uv_handle_t *h)
     wp_buf_free(&p->to_stream);
     wp_buf_free(&p->in);
     wp_buf_free(&p->to_client);
-    wp_buf_free(&p->rhdr);
+    cp_proxy_head_free(&p->rhdr);
     free(p);
 }
 
@@ -285,30 +283,6 @@ static const char *const cp_resp_drop[] = {"connection",
                                            "proxy-authenticate",
                                            NULL};
 
-/* Iterates the response header arena: returns the next name, value via *v. */
-static const char *cp_rhdr_next(const cp_proxy *p, size_t *off, const char **v)
-{
-    const char *base = (const char *)wp_buf_ptr(&p->rhdr);
-    size_t len = wp_buf_len(&p->rhdr);
-    if (!base || *off >= len)
-        return NULL;
-    const char *name = base + *off;
-    size_t nl = strlen(name);
-    *v = name + nl + 1;
-    *off += nl + 1 + strlen(*v) + 1;
-    return name;
-}
-
-static const char *cp_rhdr_get(const cp_proxy *p, const char *want)
-{
-    size_t off = 0;
-    const char *v, *n;
-    while ((n = cp_rhdr_next(p, &off, &v)) != NULL)
-        if (strcasecmp(n, want) == 0)
-            return v;
-    return NULL;
-}
-
 /* 101 from the service: take the client's connection and bridge it to the stream. */
 static void cp_proxy_upgrade(cp_proxy *p)
 {
@@ -322,7 +296,7 @@ static void cp_proxy_upgrade(cp_proxy *p)
     int rc = wp_buf_put_str(&head, "HTTP/1.1 101 Switching Protocols\r\n");
     size_t off = 0;
     const char *v, *n;
-    while (rc == 0 && (n = cp_rhdr_next(p, &off, &v)) != NULL)
+    while (rc == 0 && (n = cp_proxy_head_next(&p->rhdr, &off, &v)) != NULL)
         rc = wp_buf_putf(&head, "%s: %s\r\n", n, v);
     if (rc == 0)
         rc = wp_buf_put_str(&head, "\r\n");
@@ -381,10 +355,10 @@ static int cp_proxy_start_response(cp_proxy *p)
     if (!req)
         return -1;
     uv_timer_stop(&p->timer);
-    const char *conn_hdr = cp_rhdr_get(p, "connection");
+    const char *conn_hdr = cp_proxy_head_get(&p->rhdr, "connection");
     size_t off = 0;
     const char *v, *n;
-    while ((n = cp_rhdr_next(p, &off, &v)) != NULL) {
+    while ((n = cp_proxy_head_next(&p->rhdr, &off, &v)) != NULL) {
         if (cp_hdr_is(n, cp_resp_drop) || cp_hdr_in_connection(conn_hdr, n))
             continue;
         int rc = wp_http_resp_header(req, n, v);
@@ -433,45 +407,38 @@ static int cp_ph_fail(cp_proxy *p, const char *msg)
 static int cp_ph_message_begin(llhttp_t *ps)
 {
     cp_proxy *p = ps->data;
-    wp_buf_reset(&p->rhdr);
-    p->rhdr_count = 0;
-    p->in_field = p->in_value = 0;
+    cp_proxy_head_reset(&p->rhdr);
     return 0;
+}
+
+/* A cp_proxy_head_* answer as an llhttp callback result. */
+static int cp_ph_head_rc(cp_proxy *p, int rc)
+{
+    return rc == 0 ? 0 : cp_ph_fail(p, p->rhdr.err);
 }
 
 static int cp_ph_field(llhttp_t *ps, const char *at, size_t n)
 {
     cp_proxy *p = ps->data;
-    if (!p->in_field) {
-        if (++p->rhdr_count > CP_PROXY_RHDR_COUNT)
-            return cp_ph_fail(p, "too many response headers");
-        p->in_field = 1;
-    }
-    return wp_buf_put(&p->rhdr, at, n) == 0 ? 0 : cp_ph_fail(p, "response headers too large");
+    return cp_ph_head_rc(p, cp_proxy_head_field(&p->rhdr, at, n));
 }
 
 static int cp_ph_field_complete(llhttp_t *ps)
 {
     cp_proxy *p = ps->data;
-    p->in_field = 0;
-    p->in_value = 1;
-    return wp_buf_put_u8(&p->rhdr, 0) == 0 ? 0 : cp_ph_fail(p, "response headers too large");
+    return cp_ph_head_rc(p, cp_proxy_head_field_done(&p->rhdr));
 }
 
 static int cp_ph_value(llhttp_t *ps, const char *at, size_t n)
 {
     cp_proxy *p = ps->data;
-    for (size_t i = 0; i < n; i++)
-        if (at[i] == '\0' || at[i] == '\r' || at[i] == '\n')
-            return cp_ph_fail(p, "invalid response header value");
-    return wp_buf_put(&p->rhdr, at, n) == 0 ? 0 : cp_ph_fail(p, "response headers too large");
+    return cp_ph_head_rc(p, cp_proxy_head_value(&p->rhdr, at, n));
 }
 
 static int cp_ph_value_complete(llhttp_t *ps)
 {
     cp_proxy *p = ps->data;
-    p->in_value = 0;
-    return wp_buf_put_u8(&p->rhdr, 0) == 0 ? 0 : cp_ph_fail(p, "response headers too large");
+    return cp_ph_head_rc(p, cp_proxy_head_value_done(&p->rhdr));
 }
 
 static int cp_ph_headers_complete(llhttp_t *ps)
@@ -1060,7 +1027,7 @@ static void cp_proxy_handler(wp_http_req *req, void *ud)
     wp_buf_init(&p->to_stream, CP_PROXY_TO_STREAM_MAX);
     wp_buf_init(&p->in, CP_PROXY_IN_MAX);
     wp_buf_init(&p->to_client, CP_PROXY_IN_MAX);
-    wp_buf_init(&p->rhdr, CP_PROXY_RHDR_MAX);
+    cp_proxy_head_init(&p->rhdr);
     uv_timer_init(r->s->loop, &p->timer);
     p->timer.data = p;
     llhttp_settings_init(&p->settings);

@@ -199,21 +199,26 @@ int cp_wolf_reply_feed(cp_wolf_reply *r, const void *p, size_t n)
         return 1;
     if (n == 0)
         return 0;
-    size_t take = n;
-    if (r->head_len && r->content_len >= 0) {
-        size_t want = r->head_len + (size_t)r->content_len - wp_buf_len(&r->in);
-        if (take > want)
-            take = want;
-    }
-    int rc = wp_buf_put(&r->in, p, take);
-    if (rc < 0)
-        return reply_fail(r, rc);
+    const uint8_t *d = p;
+    int rc;
     if (!r->head_len) {
+        /*
+         * Where the head ends is not known yet: take only what fits (bytes past a
+         * complete reply must not count against the bound), look for the blank
+         * line from where the last search stopped, then go on with the rest.
+         */
+        size_t old = wp_buf_len(&r->in);
+        size_t take = n < wp_buf_room(&r->in) ? n : wp_buf_room(&r->in);
+        rc = wp_buf_put(&r->in, d, take);
+        if (rc < 0)
+            return reply_fail(r, rc);
+        d += take;
+        n -= take;
         const char *b = (const char *)wp_buf_ptr(&r->in);
         size_t len = wp_buf_len(&r->in);
         const char *e = NULL;
         size_t lim = len < CP_WOLF_HEAD_MAX + 4 ? len : CP_WOLF_HEAD_MAX + 4;
-        for (size_t i = 0; i + 4 <= lim; i++) {
+        for (size_t i = old > 3 ? old - 3 : 0; i + 4 <= lim; i++) {
             if (b[i] == '\r' && memcmp(b + i, "\r\n\r\n", 4) == 0) {
                 e = b + i;
                 break;
@@ -224,8 +229,10 @@ int cp_wolf_reply_feed(cp_wolf_reply *r, const void *p, size_t n)
                 return reply_fail(r, WP_ERR_LIMIT);
             /* not even the start of a status line: no need to wait for more */
             size_t k = len < 5 ? len : 5;
-            if (memcmp(b, "HTTP/", k) != 0)
+            if (len > 0 && memcmp(b, "HTTP/", k) != 0)
                 return reply_fail(r, WP_ERR_MALFORMED);
+            if (n > 0) /* no room left and still no head */
+                return reply_fail(r, WP_ERR_LIMIT);
             return 0;
         }
         rc = reply_parse_head(r, b, (size_t)(e - b));
@@ -234,6 +241,17 @@ int cp_wolf_reply_feed(cp_wolf_reply *r, const void *p, size_t n)
         r->head_len = (size_t)(e - b) + 4;
         if (r->content_len >= 0 && (unsigned long long)r->content_len > r->in.max - r->head_len)
             return reply_fail(r, WP_ERR_LIMIT);
+    }
+    if (n > 0 && !reply_body_complete(r)) {
+        size_t take = n;
+        if (r->content_len >= 0) {
+            size_t want = r->head_len + (size_t)r->content_len - wp_buf_len(&r->in);
+            if (take > want)
+                take = want;
+        }
+        rc = wp_buf_put(&r->in, d, take);
+        if (rc < 0)
+            return reply_fail(r, rc);
     }
     if (reply_body_complete(r)) {
         r->done = 1;

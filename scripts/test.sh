@@ -48,7 +48,7 @@ t4b=$(date +%s)
 
 echo "== build: clang, libFuzzer targets; run each for a few seconds on its seed corpus"
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DWP_FUZZ=ON >/dev/null
-cmake --build build-fuzz -j "$jobs" --target fuzz_frame fuzz_http fuzz_json fuzz_mux fuzz_opts_addr fuzz_router fuzz_tls_server
+cmake --build build-fuzz -j "$jobs" --target fuzz_frame fuzz_http fuzz_json fuzz_mux fuzz_opts_addr fuzz_router fuzz_tls_server fuzz_wolf_reply fuzz_proxy_head
 WP_FUZZ_SECONDS=${WP_FUZZ_SECONDS:-5} ctest --test-dir build-fuzz --output-on-failure -L '^fuzz$'
 t5=$(date +%s)
 

@@ -470,6 +470,91 @@ def gen_tls():
     write("tls_server", "http_on_tls_port", "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 
 
+def gen_wolf_reply():
+    """fuzz_wolf_reply.c's layout: piece-size seed byte, bound/capacity byte, the stream."""
+    reset("wolf_reply")
+
+    def w(name, data, seed=0, sel=0x7f):
+        if isinstance(data, str):
+            data = data.encode()
+        write("wolf_reply", name, bytes([seed, sel]) + data)
+
+    def reply(code, body, cl=True, version="1.0"):
+        head = "HTTP/%s %d OK\r\n" % (version, code)
+        if cl:
+            head += "Content-Length: %d\r\n" % len(body.encode())
+        return head + "\r\n" + body
+
+    w("ok_lobbies", reply(200, json.dumps({"success": True, "lobbies": [
+        {"id": "3f1c2a9e-7a1b-4c55-9d2e-0b6c1a2f3e4d", "name": "s1", "multi_user": True,
+         "pin_required": True, "connected_sessions": ["1234567890123456789"]}]})))
+    w("ok_create", reply(200, '{"success":true,"lobby_id":"3f1c2a9e-7a1b-4c55-9d2e-0b6c1a2f3e4d"}'), 3)
+    w("ok_sessions", reply(200, '{"success":true,"sessions":[{"client_id":"18446744073709551615"}]}'), 7)
+    w("ok_no_content_length", reply(200, '{"success":true}', cl=False), 5)
+    w("http11_reason_none", "HTTP/1.1 200\r\nContent-Length: 16\r\n\r\n{\"success\":true}", 9)
+    w("not_found_empty", reply(404, ""))
+    w("error_500", reply(500, '{"success":false,"error":"Invalid session_id"}'), 1)
+    w("error_500_timeout", reply(500, '{"success":false,"error":"Lobby setup timed out"}'), 2, 0x05)
+    w("error_400_ctl", reply(400, '{"success":false,"error":"bad\\u0001\\n\\u00e9t\\u00e9 \\ud83d\\ude00"}'), 4, 0x0a)
+    w("ok_success_false", reply(200, '{"success":false,"error":"nope"}'))
+    w("ok_success_string", reply(200, '{"success":"yes"}'))
+    w("ok_not_json", reply(200, "<html>hi</html>"))
+    w("ok_empty", reply(200, ""))
+    w("truncated_body", "HTTP/1.0 200 OK\r\nContent-Length: 100\r\n\r\n{\"success\":tr", 6)
+    w("truncated_head", "HTTP/1.0 200 OK\r\nContent-Len", 8)
+    w("extra_after_body", reply(200, '{"success":true}') + "GARBAGE AFTER THE BODY", 11)
+    w("small_bound", reply(200, '{"success":true,"x":"' + "a" * 200 + '"}'), 12, 0x83)
+    w("small_bound_trailing", reply(200, '{"success":true}') + "z" * 300, 13, 0x80)
+    w("dup_content_length", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\n{}")
+    w("conflicting_length", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}x")
+    w("chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+    w("obs_fold", "HTTP/1.0 200 OK\r\nX: a\r\n b\r\nContent-Length: 2\r\n\r\n{}")
+    w("bare_lf", "HTTP/1.0 200 OK\nContent-Length: 2\n\n{}")
+    w("huge_length", "HTTP/1.0 200 OK\r\nContent-Length: 999999999999999999\r\n\r\n{}")
+    w("status_999", "HTTP/1.0 999 OK\r\n\r\n{}")
+    w("interim_100", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    w("not_http", "SSH-2.0-OpenSSH_9.6\r\n")
+    w("deep_json", reply(200, "[" * 100 + "]" * 100))
+
+
+def gen_proxy_head():
+    """fuzz_proxy_head.c's layout: piece-size seed byte, then the service's response."""
+    reset("proxy_head")
+
+    def w(name, data, seed=0):
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        write("proxy_head", name, bytes([seed]) + data)
+
+    w("ok_length", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+      "Set-Cookie: a=b; HttpOnly\r\n\r\n{}")
+    w("chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
+      "5\r\nhello\r\n0\r\nTrailer: x\r\n\r\n", 1)
+    w("read_to_eof", "HTTP/1.0 200 OK\r\nServer: moonlight-web\r\n\r\n<html>body</html>", 2)
+    w("interim_then_final", "HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
+      "HTTP/1.1 201 Created\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n", 3)
+    w("switching", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi", 4)
+    w("no_content", "HTTP/1.1 204 No Content\r\nDate: Sun, 06 Dec 2026 00:00:00 GMT\r\n\r\n", 5)
+    w("not_modified", "HTTP/1.1 304 Not Modified\r\nETag: \"abc\"\r\n\r\n", 6)
+    w("two_responses", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"
+      "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\ny", 7)
+    w("many_headers", "HTTP/1.1 200 OK\r\n" + "".join("X-H%d: v%d\r\n" % (i, i) for i in range(101))
+      + "Content-Length: 0\r\n\r\n", 8)
+    w("big_header", "HTTP/1.1 200 OK\r\nX-Big: " + "b" * 17000 + "\r\n\r\n", 9)
+    w("dup_names", "HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 0\r\n\r\n", 10)
+    w("empty_value", "HTTP/1.1 200 OK\r\nX-Empty:\r\nX-Sp:   \r\nContent-Length: 0\r\n\r\n", 11)
+    w("utf8_value", "HTTP/1.1 200 OK\r\nX-Name: \u00e9t\u00e9 \U0001F600\r\nContent-Length: 0\r\n\r\n", 12)
+    w("obs_fold", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n")
+    w("bad_cl", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx")
+    w("cl_and_chunked", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    w("bare_lf", "HTTP/1.1 200 OK\nContent-Length: 0\n\n")
+    w("nul_value", "HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n")
+    w("wolf_quirk", "HTTP/1.0 404 OK\r\nContent-Length: 0\r\n\r\n")
+    w("truncated", "HTTP/1.1 200 OK\r\nContent-Le", 13)
+    w("not_http", "SSH-2.0-OpenSSH_9.6\r\n")
+
+
 def main():
     gen_frame()
     gen_mux()
@@ -478,6 +563,8 @@ def main():
     gen_router()
     gen_opts_addr()
     gen_tls()
+    gen_wolf_reply()
+    gen_proxy_head()
     total = 0
     for root, _, files in os.walk(CORPUS):
         for f in files:

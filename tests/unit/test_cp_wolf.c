@@ -450,12 +450,57 @@ WP_TEST(wolf_call_node_not_connected)
     WP_CHECK_LOOP_CLOSED(&loop);
 }
 
+/*
+ * Found by fuzz_wolf_reply: bytes after a complete reply, arriving in the same
+ * piece, counted against the bound (WP_ERR_LIMIT instead of complete). Also the
+ * blank line split across pieces, and a reply fed byte by byte.
+ */
+WP_TEST(wolf_reply_trailing_bytes_and_pieces)
+{
+    cp_wolf_reply r;
+    size_t len;
+    const char *t = "HTTP/1.0 200 OK\r\nContent-Length: 25\r\n\r\n{\"success\":true,\"x\":\"ab\"}"
+                    "trailing bytes well past the bound of 64";
+    cp_wolf_reply_init(&r, 64);
+    WP_CHECK_EQ(cp_wolf_reply_feed(&r, t, strlen(t)), 1);
+    const char *b = cp_wolf_reply_body(&r, &len);
+    WP_CHECK_EQ(len, 25);
+    WP_CHECK(memcmp(b, "{\"success\":true,\"x\":\"ab\"}", 25) == 0);
+    WP_CHECK(wp_buf_len(&r.in) <= 64);
+    cp_wolf_reply_free(&r);
+
+    /* no Content-Length: the same bytes run past the bound */
+    cp_wolf_reply_init(&r, 64);
+    t = "HTTP/1.0 200 OK\r\n\r\n{\"success\":true} and more and more and more and more bytes";
+    WP_CHECK_EQ(cp_wolf_reply_feed(&r, t, strlen(t)), WP_ERR_LIMIT);
+    cp_wolf_reply_free(&r);
+
+    /* the blank line split between pieces, then byte by byte */
+    t = "HTTP/1.0 404 OK\r\nContent-Length: 2\r\n\r\n{}";
+    size_t split = strlen("HTTP/1.0 404 OK\r\nContent-Length: 2\r\n\r");
+    cp_wolf_reply_init(&r, CP_WOLF_REPLY_MAX);
+    WP_CHECK_EQ(cp_wolf_reply_feed(&r, t, split), 0);
+    WP_CHECK_EQ(cp_wolf_reply_feed(&r, t + split, strlen(t) - split), 1);
+    WP_CHECK_EQ(r.status, 404);
+    cp_wolf_reply_free(&r);
+    cp_wolf_reply_init(&r, CP_WOLF_REPLY_MAX);
+    int rc = 0;
+    for (size_t i = 0; i < strlen(t) && rc == 0; i++)
+        rc = cp_wolf_reply_feed(&r, t + i, 1);
+    WP_CHECK_EQ(rc, 1);
+    b = cp_wolf_reply_body(&r, &len);
+    WP_CHECK_EQ(len, 2);
+    WP_CHECK(memcmp(b, "{}", 2) == 0);
+    cp_wolf_reply_free(&r);
+}
+
 int main(void)
 {
     wp_log_set_level(WP_LOG_ERROR);
     WP_RUN(wolf_id_checks);
     WP_RUN(wolf_reply_quirks);
     WP_RUN(wolf_reply_bounds_and_garbage);
+    WP_RUN(wolf_reply_trailing_bytes_and_pieces);
     WP_RUN(wolf_call_argument_checks);
     WP_RUN(wolf_call_node_not_connected);
     return wp_test_done();
