@@ -19,7 +19,6 @@ until some unrelated timer fired, seconds later (reported by the proxy).
 """
 import os
 import re
-import shlex
 import socket
 import ssl
 import struct
@@ -30,21 +29,12 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wolfpack_test import Runner, Wolfpackd, binary, read_response  # noqa: E402
+from wolfpack_test import (Runner, Wolfpackd, admin_token, binary, join_args,  # noqa: E402
+                           read_response, wait_for)
 
 NODE = "churn-node"
 ROUNDS = 120
 SLOW_S = 1.5  # one exchange slower than this is the bug (healthy: a few ms, ASan ~50 ms)
-JOIN_RE = re.compile(r"^\s*wolfpack-agent (--url \S+ --token \S+ --ca-pin sha256:[0-9a-f]{64})\s*$", re.M)
-
-
-def wait_for(pred, timeout, step=0.1):
-    deadline = time.time() + timeout
-    while True:
-        v = pred()
-        if v or time.time() >= deadline:
-            return v
-        time.sleep(step)
 
 
 class SlowService:
@@ -218,11 +208,8 @@ def main():
     c.wp = Wolfpackd(extra_args=["--proxy-timeout", "10"], wait_ready=True)
     c.agent = None
     try:
-        with open(os.path.join(c.wp.state, "admin.token")) as f:
-            c.admin = f.read().strip()
-        m = wait_for(lambda: JOIN_RE.search(c.wp.stdout()), 20)
-        assert m, c.wp.stdout()
-        args = shlex.split(m.group(1)) + [
+        c.admin = admin_token(c.wp)
+        args = join_args(c.wp) + [
             "--node-id", NODE, "--service", "slow=tcp:127.0.0.1:%d" % c.svc.port,
             "--status-listen", "none", "--log-level", "info"]
         c.agent_log = os.path.join(c.dir, "agent.log")

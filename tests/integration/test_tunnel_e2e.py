@@ -38,7 +38,6 @@ import json
 import os
 import re
 import selectors
-import shlex
 import signal
 import socket
 import ssl
@@ -51,9 +50,9 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wolfpack_test import Runner, Wolfpackd, binary, read_response  # noqa: E402
+from wolfpack_test import (Runner, Wolfpackd, admin_token, api, binary, join_args,  # noqa: E402
+                           read_response, wait_for)
 
-JOIN_RE = re.compile(r"^\s*wolfpack-agent (--url \S+ --token \S+ --ca-pin sha256:[0-9a-f]{64})\s*$", re.M)
 NODE = "it-node"
 MiB = 1 << 20
 GiB = 1 << 30
@@ -67,15 +66,6 @@ TIMINGS = []
 def timing(name, value):
     TIMINGS.append((name, value))
     print("timing %s %s" % (name, value), flush=True)
-
-
-def wait_for(pred, timeout, step=0.1):
-    deadline = time.time() + timeout
-    while True:
-        v = pred()
-        if v or time.time() >= deadline:
-            return v
-        time.sleep(step)
 
 
 def rss_kb(pid):
@@ -384,30 +374,6 @@ class Agent:
         if not self.logf.closed:
             self.logf.close()
         return self.proc.returncode
-
-
-def join_args(wp, timeout=20):
-    """The --url/--token/--ca-pin arguments of the join command wp printed."""
-    m = wait_for(lambda: JOIN_RE.search(wp.stdout()), timeout)
-    assert m, wp.stdout()
-    return shlex.split(m.group(1))
-
-
-def admin_token(wp):
-    with open(os.path.join(wp.state, "admin.token")) as f:
-        return f.read().strip()
-
-
-def api(wp, method, path, token, body=None, timeout=10):
-    s = wp.connect(timeout=timeout)
-    try:
-        data = b"" if body is None else json.dumps(body).encode()
-        s.sendall(("%s %s HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n"
-                   "Content-Length: %d\r\n\r\n" % (method, path, token, len(data))).encode() + data)
-        st, _, raw = read_response(s, timeout=timeout)
-    finally:
-        s.close()
-    return st, (json.loads(raw) if raw else None)
 
 
 def node_state(wp, token, node):
